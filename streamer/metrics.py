@@ -1,0 +1,151 @@
+"""Every Prometheus metric of streamer, in one place.
+
+Names follow ``streamer_<subsystem>_<name>_<unit|total>``. Labels are bounded: channel,
+outcome, reason, close code, provider, bridge. Never user ids, tokens or event ids.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+# --- worker -------------------------------------------------------------------------------
+EVENTS_CONSUMED = Counter(
+    "streamer_worker_events_consumed_total",
+    "Stream entries read by this worker, by source (new or reclaimed).",
+    ["source"],
+)
+DELIVERIES = Counter(
+    "streamer_worker_deliveries_total",
+    "Channel deliveries attempted, by channel and outcome.",
+    ["channel", "outcome"],
+)
+DEAD_LETTERED = Counter(
+    "streamer_worker_dead_lettered_total", "Entries moved to the dead-letter stream.", ["reason"]
+)
+ACKED = Counter("streamer_worker_acked_total", "Stream entries acknowledged.")
+RECLAIMED = Counter(
+    "streamer_worker_reclaimed_total", "Pending entries reclaimed from idle consumers (XAUTOCLAIM)."
+)
+TRIMMED_PENDING = Counter(
+    "streamer_worker_trimmed_pending_total",
+    "Pending entries that were trimmed from the stream before processing; acked.",
+)
+DUPLICATES = Counter(
+    "streamer_worker_duplicates_total",
+    "Redelivered events already in the user log (deduplicated).",
+)
+GROUP_RECREATED = Counter(
+    "streamer_worker_group_recreated_total",
+    "Consumer group (re)created because Redis did not have it.",
+)
+INBOX_APPENDS = Counter(
+    "streamer_worker_inbox_appends_total", "Deliveries appended to gateway inboxes."
+)
+STALE_OWNERS_REMOVED = Counter(
+    "streamer_worker_stale_owners_removed_total",
+    "Ownership entries of dead gateways removed by workers.",
+)
+DELIVERY_LATENCY = Histogram(
+    "streamer_worker_delivery_latency_seconds",
+    "From the stream entry's timestamp to delivery, by channel.",
+    ["channel"],
+    buckets=LATENCY_BUCKETS,
+)
+BATCH_DURATION = Histogram(
+    "streamer_worker_batch_duration_seconds",
+    "Time to process one batch read from the stream.",
+    buckets=LATENCY_BUCKETS,
+)
+REDIS_ERRORS = Counter(
+    "streamer_worker_redis_errors_total", "Redis errors seen by the worker loop."
+)
+
+# --- stream (sampled by the worker) --------------------------------------------------------
+STREAM_LENGTH = Gauge("streamer_stream_length_entries", "Entries in the ingress stream.")
+STREAM_LAG = Gauge(
+    "streamer_stream_lag_entries", "Entries not yet delivered to the consumer group."
+)
+STREAM_PENDING = Gauge(
+    "streamer_stream_pending_entries", "Entries delivered to the group but not yet acked."
+)
+DLQ_LENGTH = Gauge("streamer_stream_dlq_entries", "Entries in the dead-letter stream.")
+
+# --- gateway -------------------------------------------------------------------------------
+SOCKETS_OPEN = Gauge("streamer_gateway_sockets_open", "WebSocket connections open now.")
+SOCKETS_OPENED = Counter("streamer_gateway_sockets_opened_total", "WebSocket connections accepted.")
+SOCKETS_CLOSED = Counter(
+    "streamer_gateway_sockets_closed_total", "WebSocket connections closed, by close code.", ["code"]
+)
+HANDSHAKES_REJECTED = Counter(
+    "streamer_gateway_handshakes_rejected_total",
+    "Handshakes refused, by HTTP status.",
+    ["status"],
+)
+MESSAGES_SENT = Counter(
+    "streamer_gateway_messages_sent_total", "Event frames sent to sockets (live and replayed)."
+)
+REPLAYS = Counter(
+    "streamer_gateway_replays_total", "Resume requests, by recovered true/false.", ["recovered"]
+)
+REPLAYED_EVENTS = Counter(
+    "streamer_gateway_replayed_events_total", "Events sent to sockets from the user log on resume."
+)
+SLOW_CLIENT_CLOSES = Counter(
+    "streamer_gateway_slow_client_closes_total", "Sockets closed (4008) for not reading."
+)
+INBOX_ENTRIES = Counter(
+    "streamer_gateway_inbox_entries_total", "Entries read from this gateway's inbox."
+)
+GATEWAY_DELIVERY_LATENCY = Histogram(
+    "streamer_gateway_delivery_latency_seconds",
+    "From the ingress entry's timestamp to the frame being handed to the socket.",
+    buckets=LATENCY_BUCKETS,
+)
+
+# --- bridges -------------------------------------------------------------------------------
+BRIDGED = Counter(
+    "streamer_bridge_messages_bridged_total", "Messages written to the stream.", ["bridge"]
+)
+BRIDGE_REJECTED = Counter(
+    "streamer_bridge_messages_rejected_total", "Invalid messages rejected.", ["bridge", "reason"]
+)
+BRIDGE_DUPLICATES = Counter(
+    "streamer_bridge_duplicates_skipped_total",
+    "Redelivered messages already in the stream.",
+    ["bridge"],
+)
+BRIDGE_RECONNECTS = Counter(
+    "streamer_bridge_reconnects_total", "Reconnections, by bridge and peer.", ["bridge", "peer"]
+)
+BRIDGE_BATCH_DURATION = Histogram(
+    "streamer_bridge_batch_duration_seconds",
+    "Time to write and ack one batch.",
+    ["bridge"],
+    buckets=LATENCY_BUCKETS,
+)
+
+# --- push ----------------------------------------------------------------------------------
+PUSHES = Counter(
+    "streamer_push_sent_total", "Push requests, by provider and outcome.", ["provider", "outcome"]
+)
+PUSH_LATENCY = Histogram(
+    "streamer_push_request_duration_seconds",
+    "Provider request latency.",
+    ["provider"],
+    buckets=LATENCY_BUCKETS,
+)
+PUSH_DEAD_TOKENS = Counter(
+    "streamer_push_dead_tokens_total", "Device tokens reported dead.", ["provider"]
+)
+PUSH_CREDENTIAL_REFRESHES = Counter(
+    "streamer_push_credential_refreshes_total",
+    "Provider JWT / OAuth token refreshes.",
+    ["provider"],
+)
+PUSH_CONFIG_ERRORS = Counter(
+    "streamer_push_config_errors_total",
+    "Provider answers that mean our configuration is wrong.",
+    ["provider", "reason"],
+)

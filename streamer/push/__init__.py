@@ -1,0 +1,1 @@
+"""Push delivery: the PushSender interface and its implementations."""

@@ -1,0 +1,39 @@
+"""The PushSender interface the worker calls for push channels.
+
+A sender turns one PushRequest into a ChannelResult; it never raises for provider
+answers (those are outcomes), only for bugs. Real APNs/FCM senders live beside this file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+from streamer.policy import ChannelResult
+from streamer.schemas import Channel, PushContent
+
+
+@dataclass(frozen=True, slots=True)
+class PushRequest:
+    channel: Channel
+    user_id: str
+    event_key: str
+    event_type: str
+    device_token: str
+    content: PushContent
+    data: dict[str, object]
+
+
+class PushSender(Protocol):
+    """Delivers pushes for one channel (push_ios or push_android)."""
+
+    channel: Channel
+
+    async def send(self, request: PushRequest) -> ChannelResult: ...
+
+    async def close(self) -> None: ...
+
+
+def redact_token(token: str) -> str:
+    """Device tokens are never logged in full."""
+    return f"{token[:6]}…{token[-4:]}" if len(token) > 12 else "…"

@@ -1,0 +1,88 @@
+"""`streamer up`: the whole stack in one command.
+
+With REDIS_URL unset it starts an embedded real Redis (data in .streamer/redis), then runs
+the worker(s) and, as they exist, the gateway and the enabled bridges as child processes.
+Ctrl-C (or SIGTERM) stops them all gracefully.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from streamer.embedded_redis import EmbeddedRedis
+from streamer.settings import Env
+
+
+@dataclass(frozen=True, slots=True)
+class ProcessSpec:
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser("up", help="run the whole stack locally")
+    p.add_argument("--workers", type=int, default=1)
+    p.add_argument("--data-dir", default=".streamer", help="where the embedded Redis keeps data")
+    p.set_defaults(handler=handle)
+
+
+def plan(env: Env, base_env: dict[str, str], workers: int) -> list[ProcessSpec]:
+    """The child processes to run, each with its own environment."""
+    python = [sys.executable, "-m", "streamer"]
+    specs = []
+    for n in range(workers):
+        worker_env = {**base_env, "WORKER_ID": f"up-worker-{n}", "METRICS_PORT": str(9100 + n)}
+        specs.append(ProcessSpec(f"worker-{n}", [*python, "worker"], worker_env))
+    return specs
+
+
+def handle(args: argparse.Namespace) -> int:
+    env = Env()
+    base_env = dict(os.environ)
+    redis = None
+    if env.optional("REDIS_URL") is None:
+        redis = EmbeddedRedis(Path(args.data_dir) / "redis", port=env.int("EMBEDDED_REDIS_PORT", 0) or None)
+        redis.start()
+        base_env["REDIS_URL"] = redis.url
+        print(f"embedded redis-server at {redis.url} (data in {redis.data_dir})", flush=True)
+    children: list[tuple[ProcessSpec, subprocess.Popen[bytes]]] = []
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    try:
+        for spec in plan(env, base_env, args.workers):
+            children.append((spec, subprocess.Popen(spec.argv, env=spec.env)))
+            print(f"started {spec.name} (pid {children[-1][1].pid})", flush=True)
+        print("stack is up; publish with: streamer publish --user demo --type hello", flush=True)
+        while not stopping:
+            for spec, proc in children:
+                if proc.poll() is not None:
+                    print(f"{spec.name} exited with {proc.returncode}; stopping", file=sys.stderr)
+                    stopping = True
+            time.sleep(0.2)
+    finally:
+        for _, proc in children:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _, proc in children:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        if redis is not None:
+            redis.stop()
+    return 0

@@ -1,0 +1,1 @@
+"""The stream worker: consumer group reader, delivery, ack."""

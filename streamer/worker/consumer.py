@@ -1,0 +1,204 @@
+"""The one owner of XREADGROUP, XAUTOCLAIM, XACK and dead-lettering on the ingress stream.
+
+Everything that changes the consumer group's state goes through StreamConsumer, and the
+ack / retry / dead-letter outcome of every entry is counted here.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from streamer import metrics
+from streamer.keys import Keys
+from streamer.worker.settings import ConsumerSettings
+
+log = logging.getLogger(__name__)
+
+Fields = dict[bytes, bytes]
+
+
+@dataclass(frozen=True, slots=True)
+class RawEntry:
+    """An entry as read from the stream. ``fields`` is None when the entry was trimmed
+    from the stream while pending."""
+
+    entry_id: str
+    fields: Fields | None
+    deliveries: int
+    reclaimed: bool = False
+
+
+@dataclass(slots=True)
+class Settlement:
+    """What to do with the entries of one batch, carried out in one round trip."""
+
+    acks: list[str] = field(default_factory=list)
+    dead_letters: list[tuple[RawEntry, str, str]] = field(default_factory=list)
+    retries: list[tuple[str, int]] = field(default_factory=list)  # (entry id, delay ms)
+
+    def __bool__(self) -> bool:
+        return bool(self.acks or self.dead_letters or self.retries)
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class StreamConsumer:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, settings: ConsumerSettings) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._settings = settings
+        self._claim_cursor = "0-0"
+        self._next_claim_at = 0.0
+
+    @property
+    def name(self) -> str:
+        return self._settings.worker_id
+
+    async def ensure_group(self) -> bool:
+        """Create the stream and group when missing. True when they had to be created."""
+        try:
+            # From 0: entries producers added before any worker existed are delivered too.
+            await self._redis.xgroup_create(self._keys.stream, self._keys.group, "0", mkstream=True)
+        except ResponseError as exc:
+            if "BUSYGROUP" in str(exc):
+                return False
+            raise
+        return True
+
+    async def _recreate_group(self) -> None:
+        created = await self.ensure_group()
+        if created:
+            metrics.GROUP_RECREATED.inc()
+            log.warning(
+                "consumer group %s on %s was missing (Redis lost it?); recreated it",
+                self._keys.group,
+                self._keys.stream,
+            )
+
+    async def next_batch(self) -> list[RawEntry]:
+        """Reclaimed entries when a reclaim is due, else new entries (blocking up to block_ms)."""
+        try:
+            if time.monotonic() >= self._next_claim_at:
+                claimed = await self._claim()
+                if claimed:
+                    return claimed
+            return await self._read()
+        except ResponseError as exc:
+            if "NOGROUP" not in str(exc):
+                raise
+            await self._recreate_group()
+            return []
+
+    async def _read(self) -> list[RawEntry]:
+        reply = await self._redis.xreadgroup(
+            self._keys.group,
+            self.name,
+            {self._keys.stream: ">"},
+            count=self._settings.read_count,
+            block=self._settings.block_ms,
+        )
+        if not reply:
+            return []
+        entries = [RawEntry(_text(eid), fields, 1) for eid, fields in reply[0][1]]
+        metrics.EVENTS_CONSUMED.labels("new").inc(len(entries))
+        return entries
+
+    def _claim_interval_s(self) -> float:
+        return max(0.05, min(self._settings.claim_idle_ms / 2000, 5.0))
+
+    async def _claim(self) -> list[RawEntry]:
+        """One XAUTOCLAIM step, following its cursor across calls."""
+        reply = await self._redis.xautoclaim(
+            self._keys.stream,
+            self._keys.group,
+            self.name,
+            self._settings.claim_idle_ms,
+            start_id=self._claim_cursor,
+            count=self._settings.read_count,
+        )
+        cursor, claimed = _text(reply[0]), reply[1]
+        deleted = [_text(d) for d in reply[2]] if len(reply) > 2 else []
+        self._claim_cursor = cursor
+        if cursor == "0-0":
+            self._next_claim_at = time.monotonic() + self._claim_interval_s()
+        if deleted:
+            # Redis 7 drops trimmed entries from the PEL itself and reports them here.
+            metrics.TRIMMED_PENDING.inc(len(deleted))
+            log.warning("%d pending entries were trimmed from the stream before delivery", len(deleted))
+        if not claimed:
+            return []
+        ids = [_text(eid) for eid, _ in claimed]
+        counts = await self._delivery_counts(ids)
+        entries = [
+            RawEntry(_text(eid), fields or None, counts.get(_text(eid), 1), reclaimed=True)
+            for eid, fields in claimed
+        ]
+        metrics.RECLAIMED.inc(len(entries))
+        metrics.EVENTS_CONSUMED.labels("reclaimed").inc(len(entries))
+        return entries
+
+    async def _delivery_counts(self, ids: Sequence[str]) -> dict[str, int]:
+        rows = await self._redis.xpending_range(
+            self._keys.stream,
+            self._keys.group,
+            min=min(ids, key=_id_key),
+            max=max(ids, key=_id_key),
+            count=len(ids) * 4 + 16,
+            consumername=self.name,
+        )
+        return {_text(row["message_id"]): int(row["times_delivered"]) for row in rows}
+
+    async def settle(self, settlement: Settlement) -> None:
+        """Dead-letter, ack and reschedule in one round trip. Dead letters and their acks
+        are one transaction, so a crash never dead-letters an entry twice."""
+        if not settlement:
+            return
+        pipe = self._redis.pipeline(transaction=True)
+        for entry, reason, error in settlement.dead_letters:
+            pipe.xadd(self._keys.dlq, _dead_letter_fields(entry, reason, error))
+        ack_ids = settlement.acks + [entry.entry_id for entry, _, _ in settlement.dead_letters]
+        if ack_ids:
+            pipe.xack(self._keys.stream, self._keys.group, *ack_ids)
+        for entry_id, delay_ms in settlement.retries:
+            # Backdate the entry's idle time so XAUTOCLAIM picks it up after delay_ms.
+            idle = max(0, self._settings.claim_idle_ms - delay_ms)
+            pipe.xclaim(
+                self._keys.stream, self._keys.group, self.name, 0, [entry_id], idle=idle, justid=True
+            )
+        await pipe.execute()
+        metrics.ACKED.inc(len(ack_ids))
+        for _, reason, _ in settlement.dead_letters:
+            metrics.DEAD_LETTERED.labels(reason).inc()
+
+    async def heartbeat(self) -> None:
+        await self._redis.zadd(self._keys.workers, {self.name: int(time.time() * 1000)})
+
+    async def leave(self) -> None:
+        """On clean exit: drop this worker from the live set (its PEL is empty by then)."""
+        await self._redis.zrem(self._keys.workers, self.name)
+
+
+def _id_key(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms), int(seq or 0)
+
+
+def _dead_letter_fields(entry: RawEntry, reason: str, error: str) -> dict[bytes | str, bytes | str]:
+    fields: dict[bytes | str, bytes | str] = dict(entry.fields or {})
+    fields.update(
+        {
+            "reason": reason,
+            "error": error[:2000],
+            "source_id": entry.entry_id,
+            "deliveries": str(entry.deliveries),
+        }
+    )
+    return fields

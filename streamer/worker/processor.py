@@ -1,0 +1,202 @@
+"""Process one batch of stream entries: decode, deliver to every target channel, decide.
+
+The processor never acks; it returns a Settlement that the consumer carries out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+
+from streamer import metrics
+from streamer.decode import Event, Poison, decode_entry
+from streamer.policy import (
+    MAX_DELIVERIES,
+    Action,
+    ChannelResult,
+    Outcome,
+    backoff_ms,
+    decide,
+    over_delivered,
+)
+from streamer.push.base import PushRequest, PushSender
+from streamer.redis_client import entry_ms
+from streamer.schemas import Channel, encode_content, push_content
+from streamer.worker.consumer import RawEntry, Settlement
+from streamer.worker.settings import ConsumerSettings, DeliverySettings
+from streamer.worker.userlog import Appended, InboxDelivery, LiveGateways, UserLogWriter
+
+log = logging.getLogger(__name__)
+
+MISSING_DEVICE_TOKEN = "missing_device_token"
+REDIS_ERROR = "redis_error"
+
+
+class BatchProcessor:
+    def __init__(
+        self,
+        userlog: UserLogWriter,
+        gateways: LiveGateways,
+        senders: Mapping[Channel, PushSender],
+        consumer: ConsumerSettings,
+        delivery: DeliverySettings,
+        push_concurrency: int = 64,
+    ) -> None:
+        self._userlog = userlog
+        self._gateways = gateways
+        self._senders = senders
+        self._consumer = consumer
+        self._delivery = delivery
+        self._push_slots = asyncio.Semaphore(push_concurrency)
+
+    async def process(self, batch: list[RawEntry]) -> Settlement:
+        settlement = Settlement()
+        events: list[tuple[RawEntry, Event]] = []
+        for entry in batch:
+            verdict = self._screen(entry, settlement)
+            if verdict is not None:
+                events.append((entry, verdict))
+        results: dict[str, list[ChannelResult]] = defaultdict(list)
+        websocket, pushes = await asyncio.gather(
+            self._deliver_websocket([e for _, e in events if "websocket" in e.payload.channels()]),
+            self._deliver_pushes([e for _, e in events]),
+        )
+        for entry_id, result in (*websocket, *pushes):
+            results[entry_id].append(result)
+        for entry, event in events:
+            self._settle_one(entry, results[event.entry_id], settlement)
+        return settlement
+
+    def _screen(self, entry: RawEntry, settlement: Settlement) -> Event | None:
+        """Entries that need no delivery attempt are settled here; the rest are returned."""
+        if entry.fields is None:
+            metrics.TRIMMED_PENDING.inc()
+            settlement.acks.append(entry.entry_id)
+            return None
+        if over_delivered(entry.deliveries, self._consumer.max_deliveries):
+            error = f"delivered {entry.deliveries} times without success"
+            settlement.dead_letters.append((entry, MAX_DELIVERIES, error))
+            return None
+        decoded = decode_entry(entry.entry_id, entry.fields, self._delivery.max_payload_bytes)
+        if isinstance(decoded, Poison):
+            log.warning("dead-lettering poison entry %s: %s", entry.entry_id, decoded.reason)
+            settlement.dead_letters.append((entry, decoded.reason, decoded.error))
+            return None
+        return decoded
+
+    def _settle_one(
+        self, entry: RawEntry, results: list[ChannelResult], settlement: Settlement
+    ) -> None:
+        for result in results:
+            metrics.DELIVERIES.labels(result.channel, result.outcome.value).inc()
+        decision = decide(results, entry.deliveries, self._consumer.max_deliveries)
+        if decision.action is Action.ACK:
+            settlement.acks.append(entry.entry_id)
+        elif decision.action is Action.DEAD_LETTER:
+            settlement.dead_letters.append((entry, decision.reason, decision.error))
+        else:
+            delay = backoff_ms(
+                entry.deliveries,
+                base_ms=self._consumer.retry_base_ms,
+                cap_ms=self._consumer.claim_idle_ms,
+                retry_after_ms=decision.retry_after_ms,
+            )
+            settlement.retries.append((entry.entry_id, delay))
+
+    async def _deliver_websocket(self, events: list[Event]) -> list[tuple[str, ChannelResult]]:
+        appended = await self._userlog.append(events)
+        done: dict[str, ChannelResult] = {}
+        inbox: list[tuple[Event, InboxDelivery]] = []
+        owners_by_event: list[tuple[Event, Appended]] = []
+        for event, result in zip(events, appended, strict=True):
+            if isinstance(result, Exception):
+                log.warning("user log append failed for %s: %s", event.entry_id, result)
+                done[event.entry_id] = _retry("websocket", REDIS_ERROR, str(result))
+                continue
+            if result.duplicate:
+                metrics.DUPLICATES.inc()
+            owners_by_event.append((event, result))
+        live = await self._live_owners(owners_by_event)
+        for event, result in owners_by_event:
+            for gid in result.owners:
+                if gid in live:
+                    inbox.append((event, _inbox_delivery(gid, event, result)))
+        errors = await self._userlog.deliver_to_inboxes([d for _, d in inbox])
+        for (event, _), error in zip(inbox, errors, strict=True):
+            if error is not None:
+                done[event.entry_id] = _retry("websocket", REDIS_ERROR, str(error))
+        metrics.INBOX_APPENDS.inc(len(inbox) - sum(e is not None for e in errors))
+        now = time.time()
+        for event, result in owners_by_event:
+            if event.entry_id not in done:
+                done[event.entry_id] = ChannelResult("websocket", Outcome.DELIVERED)
+                if not result.duplicate:
+                    metrics.DELIVERY_LATENCY.labels("websocket").observe(
+                        max(0.0, now - entry_ms(event.entry_id) / 1000)
+                    )
+        return list(done.items())
+
+    async def _live_owners(self, appended: list[tuple[Event, Appended]]) -> frozenset[str]:
+        owners = {gid for _, a in appended for gid in a.owners}
+        if not owners:
+            return frozenset()
+        live = await self._gateways.live(owners)
+        stale = [(e.payload.user_id, gid) for e, a in appended for gid in a.owners if gid not in live]
+        if stale:
+            await self._userlog.remove_owners(stale)
+            metrics.STALE_OWNERS_REMOVED.inc(len(stale))
+        return live
+
+    async def _deliver_pushes(self, events: list[Event]) -> list[tuple[str, ChannelResult]]:
+        jobs = [
+            (event, channel)
+            for event in events
+            for channel in event.payload.channels()
+            if channel != "websocket"
+        ]
+        if not jobs:
+            return []
+        results = await asyncio.gather(*(self._push(event, channel) for event, channel in jobs))
+        return [(event.entry_id, result) for (event, _), result in zip(jobs, results, strict=True)]
+
+    async def _push(self, event: Event, channel: Channel) -> ChannelResult:
+        sender = self._senders.get(channel)
+        if sender is None:
+            return ChannelResult(channel, Outcome.SKIPPED, "push_disabled")
+        token = event.payload.token()
+        if token is None:
+            return ChannelResult(channel, Outcome.PERMANENT, MISSING_DEVICE_TOKEN, "no device_token")
+        request = PushRequest(
+            channel=channel,
+            user_id=event.payload.user_id,
+            event_key=event.event_key,
+            event_type=event.payload.event_type,
+            device_token=token,
+            content=push_content(event.payload),
+            data=event.payload.data,
+        )
+        async with self._push_slots:
+            result = await sender.send(request)
+        if result.outcome is Outcome.DELIVERED:
+            metrics.DELIVERY_LATENCY.labels(channel).observe(
+                max(0.0, time.time() - entry_ms(event.entry_id) / 1000)
+            )
+        return result
+
+
+def _retry(channel: Channel, reason: str, error: str) -> ChannelResult:
+    return ChannelResult(channel, Outcome.RETRY, reason, error)
+
+
+def _inbox_delivery(gateway_id: str, event: Event, appended: Appended) -> InboxDelivery:
+    return InboxDelivery(
+        gateway_id=gateway_id,
+        user_id=event.payload.user_id,
+        log_id=appended.log_id,
+        event_type=event.payload.event_type,
+        content=encode_content(event.payload),
+        ingress_ms=entry_ms(event.entry_id),
+    )

@@ -1,0 +1,147 @@
+"""Adapter for the per-user replay log and the gateway inboxes (Redis I/O only)."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from importlib import resources
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
+from streamer.decode import Event
+from streamer.keys import Keys
+from streamer.schemas import encode_content
+from streamer.worker.settings import DeliverySettings
+
+_APPEND_SCRIPT = resources.files("streamer.lua").joinpath("append_user_log.lua").read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """Result of appending one event to its user's log."""
+
+    log_id: str
+    duplicate: bool
+    owners: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class InboxDelivery:
+    gateway_id: str
+    user_id: str
+    log_id: str
+    event_type: str
+    content: bytes
+    ingress_ms: int
+
+
+class UserLogWriter:
+    def __init__(self, redis: aioredis.Redis, keys: Keys, settings: DeliverySettings) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._settings = settings
+        self._script_sha: str | None = None
+
+    async def append(self, events: list[Event]) -> list[Appended | Exception]:
+        """Append events in order, one pipelined round trip. A failed command yields its
+        exception in place of a result, so one bad entry does not fail the batch."""
+        if not events:
+            return []
+        replies = await self._append_pipelined(events)
+        if any(isinstance(r, NoScriptError) for r in replies):
+            # Redis restarted and lost its script cache: load again and redo the batch
+            # (the script is idempotent, so entries that did run are not appended twice).
+            self._script_sha = None
+            replies = await self._append_pipelined(events)
+        return [_appended(reply) for reply in replies]
+
+    async def _append_pipelined(self, events: list[Event]) -> list[object]:
+        if self._script_sha is None:
+            self._script_sha = str(await self._redis.script_load(_APPEND_SCRIPT))
+        s = self._settings
+        pipe = self._redis.pipeline(transaction=False)
+        for event in events:
+            uid = event.payload.user_id
+            pipe.evalsha(
+                self._script_sha,
+                3,
+                self._keys.user_log(uid),
+                self._keys.dedupe(uid, event.event_key),
+                self._keys.owners(uid),
+                s.user_history_size,
+                s.user_history_ttl_s,
+                s.dedupe_ttl_s,
+                event.payload.event_type,
+                encode_content(event.payload),
+                event.event_key,
+                event.entry_id,
+            )
+        return list(await pipe.execute(raise_on_error=False))
+
+    async def deliver_to_inboxes(self, deliveries: list[InboxDelivery]) -> list[Exception | None]:
+        if not deliveries:
+            return []
+        pipe = self._redis.pipeline(transaction=False)
+        for d in deliveries:
+            pipe.xadd(
+                self._keys.inbox(d.gateway_id),
+                {
+                    "uid": d.user_id,
+                    "id": d.log_id,
+                    "type": d.event_type,
+                    "content": d.content,
+                    "ts": str(d.ingress_ms),
+                },
+                maxlen=self._settings.inbox_max_len,
+                approximate=True,
+            )
+        replies = await pipe.execute(raise_on_error=False)
+        return [r if isinstance(r, Exception) else None for r in replies]
+
+    async def remove_owners(self, stale: list[tuple[str, str]]) -> None:
+        """Drop (user id, gateway id) ownership entries of gateways that are dead."""
+        pipe = self._redis.pipeline(transaction=False)
+        for uid, gid in stale:
+            pipe.hdel(self._keys.owners(uid), gid)
+        await pipe.execute()
+
+
+def _appended(reply: object) -> Appended | Exception:
+    if isinstance(reply, Exception):
+        return reply
+    assert isinstance(reply, list)
+    log_id, duplicate, *owners = reply
+    return Appended(
+        log_id.decode(), bool(int(duplicate)), tuple(o.decode() for o in owners)
+    )
+
+
+class LiveGateways:
+    """Which gateways have heartbeated recently, cached briefly.
+
+    An owner missing from the cache triggers one fresh read before it is called dead, so a
+    gateway that registered a moment ago is never mistaken for a dead one.
+    """
+
+    def __init__(self, redis: aioredis.Redis, keys: Keys, dead_after_ms: int) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._dead_after_ms = dead_after_ms
+        self._live: frozenset[str] = frozenset()
+        self._read_at = 0.0
+
+    async def refresh(self) -> frozenset[str]:
+        now_ms = int(time.time() * 1000)
+        members = await self._redis.zrangebyscore(
+            self._keys.gateways, now_ms - self._dead_after_ms, "+inf"
+        )
+        self._live = frozenset(m.decode() for m in members)
+        self._read_at = time.monotonic()
+        return self._live
+
+    async def live(self, owners: set[str]) -> frozenset[str]:
+        age = time.monotonic() - self._read_at
+        if age > 1.0 or (not owners <= self._live and age > 0.05):
+            await self.refresh()
+        return self._live

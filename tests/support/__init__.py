@@ -1,0 +1,1 @@
+"""Test support: private servers, subprocess helpers, deterministic waiting."""
