@@ -41,9 +41,10 @@ class Settlement:
     acks: list[str] = field(default_factory=list)
     dead_letters: list[tuple[RawEntry, str, str]] = field(default_factory=list)
     retries: list[tuple[str, int]] = field(default_factory=list)  # (entry id, delay ms)
+    feedback: list[dict[str, str]] = field(default_factory=list)  # dead device tokens
 
     def __bool__(self) -> bool:
-        return bool(self.acks or self.dead_letters or self.retries)
+        return bool(self.acks or self.dead_letters or self.retries or self.feedback)
 
 
 def _text(value: bytes | str) -> str:
@@ -162,6 +163,8 @@ class StreamConsumer:
         if not settlement:
             return
         pipe = self._redis.pipeline(transaction=True)
+        for record in settlement.feedback:
+            pipe.xadd(self._keys.feedback, record, maxlen=1_000_000, approximate=True)  # type: ignore[arg-type]
         for entry, reason, error in settlement.dead_letters:
             pipe.xadd(self._keys.dlq, _dead_letter_fields(entry, reason, error))
         ack_ids = settlement.acks + [entry.entry_id for entry, _, _ in settlement.dead_letters]

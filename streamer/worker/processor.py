@@ -68,6 +68,9 @@ class BatchProcessor:
             results[entry_id].append(result)
         for entry, event in events:
             self._settle_one(entry, results[event.entry_id], settlement)
+            settlement.feedback.extend(
+                _feedback(event, r) for r in results[event.entry_id] if r.outcome is Outcome.DEAD_TOKEN
+            )
         return settlement
 
     def _screen(self, entry: RawEntry, settlement: Settlement) -> Event | None:
@@ -185,6 +188,19 @@ class BatchProcessor:
                 max(0.0, time.time() - entry_ms(event.entry_id) / 1000)
             )
         return result
+
+
+def _feedback(event: Event, result: ChannelResult) -> dict[str, str]:
+    """A dead-token record for the owning service to prune (the full token is needed there)."""
+    return {
+        "token": event.payload.token() or "",
+        "device_type": event.payload.device_type or result.channel.removeprefix("push_"),
+        "channel": result.channel,
+        "reason": result.reason,
+        "user_id": event.payload.user_id,
+        "event_key": event.event_key,
+        "time_ms": str(int(time.time() * 1000)),
+    }
 
 
 def _retry(channel: Channel, reason: str, error: str) -> ChannelResult:
