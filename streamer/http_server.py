@@ -41,7 +41,7 @@ async def serve_metrics(host: str, port: int, health: HealthCheck) -> asyncio.Se
             path = parts[1].decode("ascii", "replace").split("?", 1)[0] if len(parts) > 1 else "/"
             writer.write(render(path, health))
             await writer.drain()
-        except (asyncio.TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+        except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             pass
         except ConnectionError:
             pass

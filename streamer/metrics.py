@@ -76,7 +76,9 @@ DLQ_LENGTH = Gauge("streamer_stream_dlq_entries", "Entries in the dead-letter st
 SOCKETS_OPEN = Gauge("streamer_gateway_sockets_open", "WebSocket connections open now.")
 SOCKETS_OPENED = Counter("streamer_gateway_sockets_opened_total", "WebSocket connections accepted.")
 SOCKETS_CLOSED = Counter(
-    "streamer_gateway_sockets_closed_total", "WebSocket connections closed, by close code.", ["code"]
+    "streamer_gateway_sockets_closed_total",
+    "WebSocket connections closed, by close code.",
+    ["code"],
 )
 HANDSHAKES_REJECTED = Counter(
     "streamer_gateway_handshakes_rejected_total",

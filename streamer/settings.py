@@ -28,7 +28,7 @@ class Env:
         value = self._environ.get(name)
         return None if value is None or value.strip() == "" else value.strip()
 
-    def str(self, name: str, default: str) -> str:
+    def text(self, name: str, default: str) -> str:
         value = self.raw(name)
         return default if value is None else value
 
@@ -72,7 +72,7 @@ class Env:
         raise ConfigError(f"{name}: expected true/false (1/0, yes/no, on/off), got {value!r}")
 
     def choice(self, name: str, default: str, choices: tuple[str, ...]) -> str:
-        value = self.str(name, default).lower()
+        value = self.text(name, default).lower()
         if value not in choices:
             raise ConfigError(f"{name}: expected one of {', '.join(choices)}, got {value!r}")
         return value
@@ -84,7 +84,7 @@ class Env:
         return tuple(part.strip() for part in value.split(",") if part.strip())
 
     def redis_url(self, name: str = "REDIS_URL", default: str = "redis://127.0.0.1:6379/0") -> str:
-        url = self.str(name, default)
+        url = self.text(name, default)
         if not url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"{name}: expected a redis://, rediss:// or unix:// URL, got {url!r}")
         return url
@@ -112,12 +112,12 @@ class RedisSettings:
 
     @classmethod
     def from_env(cls, env: Env) -> RedisSettings:
-        prefix = env.str("KEY_PREFIX", "notify:")
+        prefix = env.text("KEY_PREFIX", "notify:")
         return cls(
             url=env.redis_url(),
             key_prefix=prefix,
-            stream_key=env.str("STREAM_KEY", f"{prefix}events"),
-            consumer_group=env.str("CONSUMER_GROUP", "notify-workers"),
+            stream_key=env.text("STREAM_KEY", f"{prefix}events"),
+            consumer_group=env.text("CONSUMER_GROUP", "notify-workers"),
         )
 
 

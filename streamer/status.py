@@ -64,7 +64,10 @@ def render(report: Report) -> str:
         ("consumer group", "present" if s.group_exists else "missing"),
         ("lag", "-" if s.lag is None else s.lag),
         ("pending", s.pending),
-        ("oldest pending age", "-" if s.oldest_pending_age_ms is None else f"{s.oldest_pending_age_ms} ms"),
+        (
+            "oldest pending age",
+            "-" if s.oldest_pending_age_ms is None else f"{s.oldest_pending_age_ms} ms",
+        ),
         ("dlq length", s.dlq_length),
         ("live workers", len(report.workers)),
         ("live gateways", len(report.gateways)),
@@ -74,7 +77,9 @@ def render(report: Report) -> str:
         lines.append(f"  consumer {c.name:<30} pending {c.pending:<8} idle {c.idle_ms} ms")
     for gid, age in sorted(report.gateways.items()):
         lines.append(f"  gateway {gid:<31} heartbeat {age} ms ago")
-    lines.append("status: " + ("OK" if not report.problems else "UNHEALTHY: " + "; ".join(report.problems)))
+    lines.append(
+        "status: " + ("OK" if not report.problems else "UNHEALTHY: " + "; ".join(report.problems))
+    )
     return "\n".join(lines)
 
 

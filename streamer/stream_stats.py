@@ -47,7 +47,9 @@ async def sample(redis: aioredis.Redis, keys: Keys, *, lag_scan_limit: int = 100
     lag = group.get("lag")
     if lag is None:
         # Redis < 7 (or a lag Redis cannot compute): count entries after last-delivered-id.
-        lag = await _count_after(redis, keys.stream, _text(group["last-delivered-id"]), lag_scan_limit)
+        lag = await _count_after(
+            redis, keys.stream, _text(group["last-delivered-id"]), lag_scan_limit
+        )
     summary = await redis.xpending(keys.stream, keys.group)
     pending = int(summary["pending"])
     oldest_age = None

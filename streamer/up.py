@@ -50,7 +50,9 @@ def handle(args: argparse.Namespace) -> int:
     base_env = dict(os.environ)
     redis = None
     if env.optional("REDIS_URL") is None:
-        redis = EmbeddedRedis(Path(args.data_dir) / "redis", port=env.int("EMBEDDED_REDIS_PORT", 0) or None)
+        redis = EmbeddedRedis(
+            Path(args.data_dir) / "redis", port=env.int("EMBEDDED_REDIS_PORT", 0) or None
+        )
         redis.start()
         base_env["REDIS_URL"] = redis.url
         print(f"embedded redis-server at {redis.url} (data in {redis.data_dir})", flush=True)

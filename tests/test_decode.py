@@ -51,7 +51,10 @@ def test_producer_id_is_the_dedupe_key_and_replays_use_their_own_id() -> None:
         (entry(b'{"user_id":"a b","event_type":"x"}'), "schema"),
         (entry(b'{"user_id":"{u}","event_type":"x"}'), "schema"),
         (entry(b'{"user_id":"u1","event_type":"x","data":[1]}'), "schema"),
-        (entry(b'{"user_id":"u1","event_type":"x","data":{"pad":"' + b"a" * LIMIT + b'"}}'), "too_large"),
+        (
+            entry(b'{"user_id":"u1","event_type":"x","data":{"pad":"' + b"a" * LIMIT + b'"}}'),
+            "too_large",
+        ),
     ],
 )
 def test_poison_entries_get_a_reason(fields: dict[bytes, bytes], reason: str) -> None:
@@ -64,7 +67,7 @@ def test_poison_entries_get_a_reason(fields: dict[bytes, bytes], reason: str) ->
 
 def test_socket_frame_matches_the_struct_encoding() -> None:
     """The pre-assembled frame is byte-for-byte what encoding SocketMessage gives."""
-    content = {"progress": 40, "t": "é\"x"}
+    content = {"progress": 40, "t": 'é"x'}
     frame = socket_frame("1-2", 'ai"progress', msgspec.json.encode(content))
     assert frame == msgspec.json.encode(SocketMessage("1-2", 'ai"progress', content))
     assert json.loads(frame)["content"] == content

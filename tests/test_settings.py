@@ -38,5 +38,5 @@ def test_bool_parsing_is_strict() -> None:
     """Booleans accept the usual spellings and reject anything else."""
     assert Env({"X": "yes"}).bool("X", False) is True
     assert Env({"X": "0"}).bool("X", True) is False
-    with pytest.raises(ConfigError, match="^X:"):
+    with pytest.raises(ConfigError, match=r"^X:"):
         Env({"X": "maybe"}).bool("X", False)

@@ -26,7 +26,11 @@ POISON = {
     "invalid_utf8": {b"payload": b"\xff\xfe"},
     "invalid_json": {b"payload": b"{nope"},
     "schema": {b"payload": b'{"event_type":"no user"}'},
-    "too_large": {b"payload": json.dumps({"user_id": "u", "event_type": "x", "data": {"p": "a" * 70000}}).encode()},
+    "too_large": {
+        b"payload": json.dumps(
+            {"user_id": "u", "event_type": "x", "data": {"p": "a" * 70000}}
+        ).encode()
+    },
 }
 
 
@@ -58,7 +62,9 @@ async def test_redelivered_event_is_not_appended_twice(
     assert await user_log_numbers(redis, "u1") == [1, 2]
 
 
-async def test_user_log_is_bounded_and_expires(redis: aioredis.Redis, redis_server: RedisServer) -> None:
+async def test_user_log_is_bounded_and_expires(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
     """The user log keeps USER_HISTORY_SIZE entries and carries the idle TTL."""
     await add_events(redis, [payload("u1", n) for n in range(30)])
     settings = worker_settings(redis_server.url, USER_HISTORY_SIZE="10", USER_HISTORY_TTL_S="500")
@@ -110,7 +116,9 @@ async def test_transient_failure_is_retried_then_acked(
 ) -> None:
     """A sender failing twice then succeeding is retried and acked; websocket delivered once."""
     sender = FlakySender(failures=2)
-    await add_events(redis, [payload("u1", 1, target_channels=["websocket", "push_ios"], device_token="t" * 64)])
+    await add_events(
+        redis, [payload("u1", 1, target_channels=["websocket", "push_ios"], device_token="t" * 64)]
+    )
     settings = worker_settings(redis_server.url, CLAIM_IDLE_MS="100", RETRY_BASE_MS="10")
     await Worker(redis, settings, {"push_ios": sender}).drain()  # type: ignore[dict-item]
     assert sender.calls == 3
@@ -136,15 +144,21 @@ async def test_persistent_failure_ends_in_dlq_after_max_deliveries(
     assert await pending_count(redis) == 0
 
 
-async def test_push_disabled_is_skipped_and_acked(redis: aioredis.Redis, redis_server: RedisServer) -> None:
+async def test_push_disabled_is_skipped_and_acked(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
     """With no sender for a push channel the push is skipped, websocket still delivered."""
-    await add_events(redis, [payload("u1", 1, target_channels=["websocket", "push_android"], device_token="x")])
+    await add_events(
+        redis, [payload("u1", 1, target_channels=["websocket", "push_android"], device_token="x")]
+    )
     await Worker(redis, worker_settings(redis_server.url)).drain()
     assert await user_log_numbers(redis, "u1") == [1]
     assert await pending_count(redis) == 0 and await redis.xlen(KEYS.dlq) == 0
 
 
-async def test_group_is_recreated_after_flushall(redis: aioredis.Redis, redis_server: RedisServer) -> None:
+async def test_group_is_recreated_after_flushall(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
     """After Redis loses everything, the worker recreates the group and keeps delivering."""
     worker = Worker(redis, worker_settings(redis_server.url))
     await add_events(redis, [payload("u1", 1)])
@@ -157,7 +171,9 @@ async def test_group_is_recreated_after_flushall(redis: aioredis.Redis, redis_se
     assert await user_log_numbers(redis, "u1") == [2]
 
 
-async def test_trimmed_pending_entries_are_acked(redis: aioredis.Redis, redis_server: RedisServer) -> None:
+async def test_trimmed_pending_entries_are_acked(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
     """Entries trimmed from the stream while pending are acked, not retried forever."""
     await add_events(redis, [payload("u1", n) for n in range(5)])
     await redis.xgroup_create(KEYS.stream, KEYS.group, "0")

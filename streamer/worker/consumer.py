@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
+from redis.typing import EncodableT, FieldT
 
 from streamer import metrics
 from streamer.keys import Keys
@@ -133,7 +134,9 @@ class StreamConsumer:
         if deleted:
             # Redis 7 drops trimmed entries from the PEL itself and reports them here.
             metrics.TRIMMED_PENDING.inc(len(deleted))
-            log.warning("%d pending entries were trimmed from the stream before delivery", len(deleted))
+            log.warning(
+                "%d pending entries were trimmed from the stream before delivery", len(deleted)
+            )
         if not claimed:
             return []
         ids = [_text(eid) for eid, _ in claimed]
@@ -174,7 +177,13 @@ class StreamConsumer:
             # Backdate the entry's idle time so XAUTOCLAIM picks it up after delay_ms.
             idle = max(0, self._settings.claim_idle_ms - delay_ms)
             pipe.xclaim(
-                self._keys.stream, self._keys.group, self.name, 0, [entry_id], idle=idle, justid=True
+                self._keys.stream,
+                self._keys.group,
+                self.name,
+                0,
+                [entry_id],
+                idle=idle,
+                justid=True,
             )
         await pipe.execute()
         metrics.ACKED.inc(len(ack_ids))
@@ -194,8 +203,8 @@ def _id_key(entry_id: str) -> tuple[int, int]:
     return int(ms), int(seq or 0)
 
 
-def _dead_letter_fields(entry: RawEntry, reason: str, error: str) -> dict[bytes | str, bytes | str]:
-    fields: dict[bytes | str, bytes | str] = dict(entry.fields or {})
+def _dead_letter_fields(entry: RawEntry, reason: str, error: str) -> dict[FieldT, EncodableT]:
+    fields: dict[FieldT, EncodableT] = {k: v for k, v in (entry.fields or {}).items()}
     fields.update(
         {
             "reason": reason,

@@ -130,7 +130,9 @@ class Worker:
 
 
 async def run_worker(settings: WorkerSettings, senders: Mapping[Channel, PushSender]) -> None:
-    redis = connect(settings.redis.url, client_name=f"streamer-worker-{settings.consumer.worker_id}")
+    redis = connect(
+        settings.redis.url, client_name=f"streamer-worker-{settings.consumer.worker_id}"
+    )
     worker = Worker(redis, settings, senders)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -138,8 +140,12 @@ async def run_worker(settings: WorkerSettings, senders: Mapping[Channel, PushSen
     server = None
     if settings.metrics_port:
         server = await serve_metrics(settings.metrics_host, settings.metrics_port, worker.health)
-    log.info("worker %s reading %s as group %s", worker.consumer.name,
-             settings.redis.stream_key, settings.redis.consumer_group)
+    log.info(
+        "worker %s reading %s as group %s",
+        worker.consumer.name,
+        settings.redis.stream_key,
+        settings.redis.consumer_group,
+    )
     background = asyncio.create_task(worker.background())
     try:
         await worker.run()

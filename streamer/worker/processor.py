@@ -69,7 +69,9 @@ class BatchProcessor:
         for entry, event in events:
             self._settle_one(entry, results[event.entry_id], settlement)
             settlement.feedback.extend(
-                _feedback(event, r) for r in results[event.entry_id] if r.outcome is Outcome.DEAD_TOKEN
+                _feedback(event, r)
+                for r in results[event.entry_id]
+                if r.outcome is Outcome.DEAD_TOKEN
             )
         return settlement
 
@@ -147,7 +149,9 @@ class BatchProcessor:
         if not owners:
             return frozenset()
         live = await self._gateways.live(owners)
-        stale = [(e.payload.user_id, gid) for e, a in appended for gid in a.owners if gid not in live]
+        stale = [
+            (e.payload.user_id, gid) for e, a in appended for gid in a.owners if gid not in live
+        ]
         if stale:
             await self._userlog.remove_owners(stale)
             metrics.STALE_OWNERS_REMOVED.inc(len(stale))
@@ -171,7 +175,9 @@ class BatchProcessor:
             return ChannelResult(channel, Outcome.SKIPPED, "push_disabled")
         token = event.payload.token()
         if token is None:
-            return ChannelResult(channel, Outcome.PERMANENT, MISSING_DEVICE_TOKEN, "no device_token")
+            return ChannelResult(
+                channel, Outcome.PERMANENT, MISSING_DEVICE_TOKEN, "no device_token"
+            )
         request = PushRequest(
             channel=channel,
             user_id=event.payload.user_id,

@@ -50,7 +50,7 @@ class WorkerSettings:
             redis=RedisSettings.from_env(env),
             log=LogSettings.from_env(env),
             consumer=ConsumerSettings(
-                worker_id=env.str("WORKER_ID", default_process_id()),
+                worker_id=env.text("WORKER_ID", default_process_id()),
                 read_count=env.int("READ_COUNT", 200, minimum=1, maximum=10000),
                 block_ms=env.int("BLOCK_MS", 2000, minimum=1, maximum=60000),
                 claim_idle_ms=env.int("CLAIM_IDLE_MS", 30000, minimum=10),
@@ -66,7 +66,7 @@ class WorkerSettings:
                 inbox_max_len=env.int("INBOX_MAX_LEN", 100000, minimum=100),
                 gateway_dead_after_ms=env.int("GATEWAY_DEAD_AFTER_MS", 15000, minimum=100),
             ),
-            metrics_host=env.str("METRICS_HOST", "0.0.0.0"),
+            metrics_host=env.text("METRICS_HOST", "0.0.0.0"),
             metrics_port=env.int("METRICS_PORT", 9100, maximum=65535),
             stats_interval_s=env.float("STATS_INTERVAL_S", 10.0, minimum=0.1),
             health_threshold_s=env.float("HEALTH_THRESHOLD_S", 30.0, minimum=0.1),

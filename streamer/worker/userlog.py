@@ -112,9 +112,7 @@ def _appended(reply: object) -> Appended | Exception:
         return reply
     assert isinstance(reply, list)
     log_id, duplicate, *owners = reply
-    return Appended(
-        log_id.decode(), bool(int(duplicate)), tuple(o.decode() for o in owners)
-    )
+    return Appended(log_id.decode(), bool(int(duplicate)), tuple(o.decode() for o in owners))
 
 
 class LiveGateways:

@@ -35,9 +35,19 @@ class RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(
             [
-                binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.workdir),
-                "--logfile", str(self.workdir / "redis.log"),
+                binary,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "yes" if self.appendonly else "no",
+                "--dir",
+                str(self.workdir),
+                "--logfile",
+                str(self.workdir / "redis.log"),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -49,7 +59,10 @@ class RedisServer:
         assert self.process is not None
         if self.process.poll() is not None:
             raise RuntimeError(f"redis-server exited; see {self.workdir / 'redis.log'}")
-        with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.5) as c:
+        with (
+            contextlib.suppress(OSError),
+            socket.create_connection(("127.0.0.1", self.port), 0.5) as c,
+        ):
             c.sendall(b"PING\r\n")
             return c.recv(16).startswith(b"+PONG")
         return False
@@ -77,7 +90,9 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.02, what: str
 
 
 def streamer_env(redis_url: str, **extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "STREAM_", "ENABLE_"))}
+    env = {
+        k: v for k, v in os.environ.items() if not k.startswith(("REDIS_", "STREAM_", "ENABLE_"))
+    }
     env.update({"REDIS_URL": redis_url, "METRICS_PORT": "0", "LOG_LEVEL": "info"})
     env.update(extra)
     return env

@@ -1,0 +1,1 @@
+"""Benchmarks (not tests): `just bench [NAME…]`. Results are appended to BENCHMARKS.md by hand."""
