@@ -39,8 +39,10 @@ def plan(env: Env, base_env: dict[str, str], workers: int) -> list[ProcessSpec]:
     """The child processes to run, each with its own environment."""
     python = [sys.executable, "-m", "streamer"]
     specs = []
+    metrics_base = env.int("METRICS_PORT", 9100, maximum=65000)  # 0 keeps metrics off
     for n in range(workers):
-        worker_env = {**base_env, "WORKER_ID": f"up-worker-{n}", "METRICS_PORT": str(9100 + n)}
+        metrics_port = str(metrics_base + n if metrics_base else 0)
+        worker_env = {**base_env, "WORKER_ID": f"up-worker-{n}", "METRICS_PORT": metrics_port}
         specs.append(ProcessSpec(f"worker-{n}", [*python, "worker"], worker_env))
     return specs
 
