@@ -71,9 +71,13 @@ STREAM_PENDING = Gauge(
     "streamer_stream_pending_entries", "Entries delivered to the group but not yet acked."
 )
 DLQ_LENGTH = Gauge("streamer_stream_dlq_entries", "Entries in the dead-letter stream.")
+OLDEST_PENDING_AGE = Gauge(
+    "streamer_stream_oldest_pending_age_seconds",
+    "Age of the oldest entry delivered to the group but not yet acked (0 when none).",
+)
 
 # --- gateway -------------------------------------------------------------------------------
-SOCKETS_OPEN = Gauge("streamer_gateway_sockets_open", "WebSocket connections open now.")
+SOCKETS_OPEN = Gauge("streamer_gateway_open_sockets", "WebSocket connections open now.")
 SOCKETS_OPENED = Counter("streamer_gateway_sockets_opened_total", "WebSocket connections accepted.")
 SOCKETS_CLOSED = Counter(
     "streamer_gateway_sockets_closed_total",
