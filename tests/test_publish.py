@@ -1,0 +1,73 @@
+"""Integration tests: `streamer publish` validates before it XADDs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import redis.asyncio as aioredis
+
+from tests.support.events import KEYS
+from tests.support.servers import RedisServer, streamer_env
+
+
+def run_publish(url: str, *args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "streamer", "publish", *args],
+        env=streamer_env(url),
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+
+
+async def test_publish_from_flags(redis: aioredis.Redis, redis_server: RedisServer) -> None:
+    """Flags build one well-formed payload, published --count times."""
+    result = run_publish(
+        redis_server.url,
+        "--user",
+        "u1",
+        "--type",
+        "hi",
+        "--data",
+        '{"a": 1}',
+        "--channels",
+        "websocket,push_ios",
+        "--device-token",
+        "tok",
+        "--count",
+        "3",
+    )
+    assert result.returncode == 0, result.stderr
+    entries = await redis.xrange(KEYS.stream)
+    assert len(entries) == 3
+    body = json.loads(entries[0][1][b"payload"])
+    assert body == {
+        "user_id": "u1",
+        "event_type": "hi",
+        "data": {"a": 1},
+        "target_channels": ["websocket", "push_ios"],
+        "device_token": "tok",
+    }
+
+
+async def test_publish_stdin_rejects_invalid_lines(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
+    """JSON lines: valid ones are published, invalid ones are reported and exit 1."""
+    lines = "\n".join(
+        [
+            json.dumps({"user_id": "u1", "event_type": "a"}),
+            "{broken",
+            json.dumps({"event_type": "no user"}),
+            json.dumps({"user_id": "u2", "event_type": "b"}),
+        ]
+    )
+    result = run_publish(redis_server.url, "--stdin", stdin=lines)
+    assert result.returncode == 1
+    assert "line 2: rejected (invalid_json)" in result.stderr
+    assert "line 3: rejected (schema)" in result.stderr
+    users = [json.loads(f[b"payload"])["user_id"] for _, f in await redis.xrange(KEYS.stream)]
+    assert users == ["u1", "u2"]
