@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 HealthCheck = Callable[[], tuple[bool, str]]
 
 _MAX_REQUEST_BYTES = 8192
+_TEXT = "text/plain; charset=utf-8"
 
 
 def _response(status: str, content_type: str, body: bytes) -> bytes:
@@ -23,26 +24,41 @@ def _response(status: str, content_type: str, body: bytes) -> bytes:
     return head.encode("ascii") + body
 
 
-def render(path: str, health: HealthCheck) -> bytes:
-    if path == "/metrics":
-        return _response("200 OK", CONTENT_TYPE_LATEST, generate_latest(REGISTRY))
-    if path == "/healthz":
+def render(path: str, health: HealthCheck, method: str = "GET") -> bytes:
+    """The whole HTTP response for one request. HEAD gets the headers of GET, no body."""
+    if not method:
+        response = _response("400 Bad Request", _TEXT, b"bad request\n")
+    elif method not in ("GET", "HEAD"):
+        response = _response("405 Method Not Allowed", _TEXT, b"method not allowed\n")
+    elif path == "/metrics":
+        response = _response("200 OK", CONTENT_TYPE_LATEST, generate_latest(REGISTRY))
+    elif path == "/healthz":
         healthy, detail = health()
         status = "200 OK" if healthy else "503 Service Unavailable"
-        return _response(status, "text/plain; charset=utf-8", detail.encode())
-    return _response("404 Not Found", "text/plain; charset=utf-8", b"not found\n")
+        response = _response(status, _TEXT, detail.encode())
+    else:
+        response = _response("404 Not Found", _TEXT, b"not found\n")
+    return response.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n" if method == "HEAD" else response
+
+
+def parse_request_line(head: bytes) -> tuple[str, str]:
+    """(method, path without query) of a request head; ("", "/") when it is garbage."""
+    parts = head[:_MAX_REQUEST_BYTES].split(b"\r\n", 1)[0].split(b" ")
+    if len(parts) != 3 or not parts[2].startswith(b"HTTP/"):
+        return "", "/"
+    method, target = parts[0].decode("ascii", "replace"), parts[1].decode("ascii", "replace")
+    return method, target.split("?", 1)[0]
 
 
 async def serve_metrics(host: str, port: int, health: HealthCheck) -> asyncio.Server:
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
-            parts = head[:_MAX_REQUEST_BYTES].split(b" ", 2)
-            path = parts[1].decode("ascii", "replace").split("?", 1)[0] if len(parts) > 1 else "/"
-            writer.write(render(path, health))
+            method, path = parse_request_line(head)
+            writer.write(render(path, health, method))
             await writer.drain()
         except (TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
-            pass
+            pass  # a scraper that sends no complete head within 5 s gets nothing
         except ConnectionError:
             pass
         finally:

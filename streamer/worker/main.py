@@ -125,6 +125,7 @@ class Worker:
         metrics.STREAM_LENGTH.set(stats.length)
         metrics.STREAM_PENDING.set(stats.pending)
         metrics.DLQ_LENGTH.set(stats.dlq_length)
+        metrics.OLDEST_PENDING_AGE.set((stats.oldest_pending_age_ms or 0) / 1000)
         if stats.lag is not None:
             metrics.STREAM_LAG.set(stats.lag)
 
