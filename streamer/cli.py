@@ -17,6 +17,7 @@ COMMAND_MODULES = (
     "streamer.publish",
     "streamer.status",
     "streamer.up",
+    "bridges.cli",
 )
 
 
