@@ -1,0 +1,168 @@
+"""Pure decisions of the bridges: what to write, what to reject, what to ack. No I/O.
+
+The adapters (``bridges.rabbitmq``, ``bridges.pubsub``) turn broker messages into the
+inputs below, carry the plans out and count the outcomes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from streamer.decode import decode_payload
+from streamer.keys import Keys
+from streamer.policy import backoff_ms
+
+# DLQ reason of an invalid Pub/Sub message (the decode reason goes into `error`).
+BRIDGE_INVALID = "bridge_invalid"
+
+Fields = dict[str, bytes | str]
+
+
+@dataclass(frozen=True, slots=True)
+class StreamWrite:
+    """One idempotent XADD of ``fields`` to ``stream``, skipped if ``marker`` was seen."""
+
+    stream: str
+    marker: str
+    fields: Fields
+
+
+@dataclass(frozen=True, slots=True)
+class AmqpDelivery:
+    tag: int
+    queue: str
+    routing_key: str
+    message_id: str | None
+    redelivered: bool
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Rejection:
+    tag: int
+    queue: str
+    reason: str
+    error: str
+
+
+@dataclass(slots=True)
+class AmqpPlan:
+    """Write ``writes`` in one round trip; then reject ``rejects`` one by one; then ack
+    every tag up to ``ack_through`` with ``multiple=True``.
+
+    Rejects go first so that the multiple-ack cannot sweep up a message meant for the
+    dead-letter queue (tags are per channel and increase, so all tags up to
+    ``ack_through`` still outstanding are this batch's writes)."""
+
+    writes: list[StreamWrite] = field(default_factory=list)
+    rejects: list[Rejection] = field(default_factory=list)
+    ack_through: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PubSubMessage:
+    channel: str
+    data: bytes
+
+
+def invalid(raw: bytes, max_bytes: int) -> tuple[str, str] | None:
+    """(reason, error) when ``raw`` is not an event the worker would accept, else None."""
+    result = decode_payload(raw, max_bytes)
+    return result if isinstance(result, tuple) else None
+
+
+def amqp_marker(delivery: AmqpDelivery) -> str:
+    """What a redelivery is recognised by: the producer's message id, else a digest of the
+    routing key and body (two identical bodies within the dedupe TTL count as one)."""
+    if delivery.message_id:
+        return f"mid:{delivery.message_id}"
+    digest = hashlib.sha256(delivery.routing_key.encode() + b"\0" + delivery.body)
+    return f"sha256:{digest.hexdigest()}"
+
+
+def amqp_fields(delivery: AmqpDelivery) -> Fields:
+    fields: Fields = {
+        "payload": delivery.body,
+        "amqp_queue": delivery.queue,
+        "amqp_routing_key": delivery.routing_key,
+        "amqp_redelivered": "1" if delivery.redelivered else "0",
+    }
+    if delivery.message_id:
+        fields["amqp_message_id"] = delivery.message_id
+    return fields
+
+
+def plan_amqp(deliveries: Sequence[AmqpDelivery], keys: Keys, max_bytes: int) -> AmqpPlan:
+    plan = AmqpPlan()
+    for delivery in deliveries:
+        verdict = invalid(delivery.body, max_bytes)
+        if verdict is not None:
+            plan.rejects.append(Rejection(delivery.tag, delivery.queue, *verdict))
+            continue
+        plan.writes.append(StreamWrite(keys.stream, amqp_marker(delivery), amqp_fields(delivery)))
+        plan.ack_through = max(plan.ack_through or 0, delivery.tag)
+    return plan
+
+
+def plan_pubsub(
+    messages: Sequence[PubSubMessage], keys: Keys, max_bytes: int, instance: str, first_seq: int
+) -> list[StreamWrite]:
+    """Valid messages to the stream, invalid ones to the DLQ. Pub/Sub has no redelivery;
+    the per-process sequence marker only makes our own retry of a write idempotent."""
+    writes = []
+    for seq, message in enumerate(messages, start=first_seq):
+        marker = f"ps:{instance}:{seq}"
+        verdict = invalid(message.data, max_bytes)
+        if verdict is None:
+            fields: Fields = {"payload": message.data, "pubsub_channel": message.channel}
+            writes.append(StreamWrite(keys.stream, marker, fields))
+        else:
+            writes.append(StreamWrite(keys.dlq, marker, pubsub_dead_letter(message, *verdict)))
+    return writes
+
+
+def pubsub_dead_letter(message: PubSubMessage, reason: str, error: str) -> Fields:
+    return {
+        "payload": message.data,
+        "pubsub_channel": message.channel,
+        "reason": BRIDGE_INVALID,
+        "error": f"{reason}: {error}"[:2000],
+        "source_id": f"pubsub:{message.channel}",
+        "deliveries": "1",
+    }
+
+
+def hash_tag(key: str) -> str:
+    """The part of ``key`` Redis Cluster hashes: the first non-empty {...}, else the key."""
+    start = key.find("{")
+    if start >= 0:
+        end = key.find("}", start + 1)
+        if end > start + 1:
+            return key[start + 1 : end]
+    return key
+
+
+def marker_key(keys: Keys, stream: str, marker: str) -> str:
+    """Dedupe key in the same cluster slot as ``stream``, so one script may touch both."""
+    return f"{keys.prefix}bridged:{{{hash_tag(stream)}}}:{marker}"
+
+
+class Backoff:
+    """Capped exponential backoff with jitter for reconnects and write retries."""
+
+    def __init__(self, base_ms: int, max_ms: int, rng: random.Random | None = None) -> None:
+        self._base_ms = base_ms
+        self._max_ms = max_ms
+        self._rng = rng
+        self.attempts = 0
+
+    def next_s(self) -> float:
+        self.attempts += 1
+        delay = backoff_ms(self.attempts, base_ms=self._base_ms, cap_ms=self._max_ms, rng=self._rng)
+        return delay / 1000
+
+    def reset(self) -> None:
+        self.attempts = 0

@@ -1,0 +1,11 @@
+-- Append one message to a stream unless its marker says it is already there. Atomic, so a
+-- redelivered message can never slip in between the check and the write.
+-- KEYS[1] target stream, KEYS[2] marker key (same cluster slot as the stream)
+-- ARGV[1] marker TTL (s), ARGV[2..] field, value, field, value, ...
+-- Returns the new entry id, or nil when the marker exists (a duplicate).
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return false
+end
+local id = redis.call('XADD', KEYS[1], '*', unpack(ARGV, 2))
+redis.call('SET', KEYS[2], id, 'EX', ARGV[1])
+return id

@@ -1,0 +1,94 @@
+"""Settings of the bridge processes, read once from the environment."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from streamer.errors import ConfigError
+from streamer.settings import Env, LogSettings, RedisSettings
+
+RABBITMQ_METRICS_PORT = 9102
+PUBSUB_METRICS_PORT = 9103
+
+
+@dataclass(frozen=True, slots=True)
+class BridgeCommon:
+    """What both bridges share: where to write, how to validate, how to back off, metrics."""
+
+    redis: RedisSettings
+    log: LogSettings
+    max_payload_bytes: int
+    backoff_base_ms: int
+    backoff_max_ms: int
+    metrics_host: str
+    metrics_port: int
+    health_threshold_s: float
+
+    @classmethod
+    def from_env(cls, env: Env, default_metrics_port: int) -> BridgeCommon:
+        base_ms = env.int("BRIDGE_BACKOFF_BASE_MS", 200, minimum=1)
+        return cls(
+            redis=RedisSettings.from_env(env),
+            log=LogSettings.from_env(env),
+            max_payload_bytes=env.int("MAX_PAYLOAD_BYTES", 65536, minimum=64),
+            backoff_base_ms=base_ms,
+            backoff_max_ms=env.int("BRIDGE_BACKOFF_MAX_MS", 10000, minimum=base_ms),
+            metrics_host=env.text("METRICS_HOST", "0.0.0.0"),
+            metrics_port=env.int("METRICS_PORT", default_metrics_port, maximum=65535),
+            health_threshold_s=env.float("HEALTH_THRESHOLD_S", 30.0, minimum=0.01),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RabbitSettings:
+    """`streamer bridge rabbitmq`."""
+
+    common: BridgeCommon
+    url: str
+    queues: tuple[str, ...]
+    prefetch: int
+    declare_queues: bool
+    dedupe_ttl_s: int
+    shutdown_grace_s: float
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> RabbitSettings:
+        env = env or Env()
+        url = env.text("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+        if not url.startswith(("amqp://", "amqps://")):
+            raise ConfigError(f"RABBITMQ_URL: expected an amqp:// or amqps:// URL, got {url!r}")
+        first = env.text("RABBITMQ_QUEUE_NAME_AI_UPDATES", "ai_updates_notifications")
+        return cls(
+            common=BridgeCommon.from_env(env, RABBITMQ_METRICS_PORT),
+            url=url,
+            queues=tuple(dict.fromkeys((first, *env.list("RABBITMQ_QUEUES")))),
+            prefetch=env.int("RABBITMQ_PREFETCH", 200, minimum=1, maximum=65535),
+            declare_queues=env.bool("RABBITMQ_DECLARE_QUEUES", True),
+            # Markers must outlive any redelivery: a consumer down for hours, a requeue storm.
+            dedupe_ttl_s=env.int("BRIDGE_DEDUPE_TTL_S", 86400, minimum=60),
+            shutdown_grace_s=env.float("BRIDGE_SHUTDOWN_GRACE_S", 10.0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PubSubSettings:
+    """`streamer bridge pubsub`. ``source_url`` is where to subscribe (default REDIS_URL)."""
+
+    common: BridgeCommon
+    source_url: str
+    channels: tuple[str, ...]
+    patterns: tuple[str, ...]
+    batch_max: int
+
+    @classmethod
+    def from_env(cls, env: Env | None = None) -> PubSubSettings:
+        env = env or Env()
+        common = BridgeCommon.from_env(env, PUBSUB_METRICS_PORT)
+        first = env.text("REDIS_PUBSUB_CHANNEL_NAME", "general_notifications")
+        return cls(
+            common=common,
+            source_url=env.redis_url("REDIS_PUBSUB_URL", common.redis.url),
+            channels=tuple(dict.fromkeys((first, *env.list("REDIS_PUBSUB_CHANNELS")))),
+            patterns=env.list("REDIS_PUBSUB_PATTERNS"),
+            batch_max=env.int("BRIDGE_BATCH_MAX", 500, minimum=1, maximum=10000),
+        )

@@ -1,0 +1,62 @@
+"""Integration tests: the bridges' idempotent stream writer against a private Redis."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from bridges.core import StreamWrite, marker_key
+from bridges.idempotent import IdempotentWriter, connect
+from streamer.errors import RetryableError
+from tests.support.events import KEYS
+from tests.support.servers import RedisServer, free_port
+
+
+@pytest.fixture
+def client(redis_server: RedisServer) -> Iterator[redis.Redis]:
+    """A fail-fast client on the session's private server, emptied first (we own it)."""
+    c = connect(redis_server.url, "test")
+    c.flushall()
+    yield c
+    c.close()
+
+
+def writes(*markers: str) -> list[StreamWrite]:
+    return [StreamWrite(KEYS.stream, m, {"payload": m.encode(), "extra": "x"}) for m in markers]
+
+
+def test_second_write_of_a_marker_is_skipped(client: redis.Redis) -> None:
+    """A write whose marker was already written adds nothing and reports None."""
+    writer = IdempotentWriter(client, KEYS, 600)
+    first = writer.write(writes("a", "b"))
+    assert all(first)
+    second = writer.write(writes("b", "c", "a"))
+    assert second == [None, writer_id(client, "c"), None]
+    assert [f[b"payload"] for _, f in client.xrange(KEYS.stream)] == [b"a", b"b", b"c"]
+    assert client.xrange(KEYS.stream)[0][1][b"extra"] == b"x"
+    assert 0 < client.ttl(marker_key(KEYS, KEYS.stream, "a")) <= 600
+
+
+def writer_id(client: redis.Redis, payload: str) -> str:
+    for entry_id, fields in client.xrange(KEYS.stream):
+        if fields[b"payload"] == payload.encode():
+            return str(entry_id.decode())
+    raise AssertionError(payload)
+
+
+def test_lost_script_cache_is_reloaded(client: redis.Redis) -> None:
+    """After Redis forgets its scripts (restart), the writer reloads and still dedupes."""
+    writer = IdempotentWriter(client, KEYS, 600)
+    writer.write(writes("a"))
+    client.script_flush()
+    assert writer.write(writes("a", "b"))[0] is None
+    assert client.xlen(KEYS.stream) == 2
+
+
+def test_unreachable_redis_is_a_retryable_error() -> None:
+    """A Redis that cannot be reached maps to RetryableError, quickly."""
+    c = connect(f"redis://127.0.0.1:{free_port()}/0", "test")
+    with pytest.raises(RetryableError, match="redis"):
+        IdempotentWriter(c, KEYS, 600).write(writes("a"))
