@@ -18,6 +18,7 @@ COMMAND_MODULES = (
     "streamer.status",
     "streamer.up",
     "bridges.cli",
+    "streamer.gateway.cli",
 )
 
 

@@ -1,0 +1,121 @@
+"""The gateway's durable inbox ``gw:<gid>``: read (blocking, batched), hand over, trim.
+
+Workers XADD one entry per delivery with fields ``uid``, ``id`` (user-log id), ``type``,
+``content`` (raw JSON) and ``ts`` (ingress entry ms). The reader starts at the current end:
+entries written before this process started were for sockets of an earlier incarnation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+
+from streamer import metrics
+from streamer.gateway.resume import StreamId, format_id, parse_id, successor
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class InboxEntry:
+    user_id: str
+    log_id: str
+    sid: StreamId
+    event_type: str
+    content: bytes
+    ingress_ms: int
+
+
+def parse_inbox_entry(fields: dict[bytes, bytes]) -> InboxEntry | None:
+    """Decode one inbox entry at the edge; None if it is malformed."""
+    try:
+        log_id = fields[b"id"].decode()
+        sid = parse_id(log_id)
+        if sid is None:
+            return None
+        return InboxEntry(
+            user_id=fields[b"uid"].decode(),
+            log_id=log_id,
+            sid=sid,
+            event_type=fields[b"type"].decode(),
+            content=fields[b"content"],
+            ingress_ms=int(fields.get(b"ts", b"0")),
+        )
+    except (KeyError, UnicodeDecodeError, ValueError):
+        return None
+
+
+Deliver = Callable[[list[InboxEntry]], Awaitable[None]]
+
+
+class InboxReader:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        key: str,
+        deliver: Deliver,
+        read_count: int,
+        block_ms: int,
+    ) -> None:
+        self._redis = redis
+        self._key = key
+        self._deliver = deliver
+        self._read_count = read_count
+        self._block_ms = block_ms
+        self._cursor = "0-0"
+        self._stopping = asyncio.Event()
+
+    async def start_at_end(self) -> None:
+        """Skip and drop whatever is in the inbox now (call before accepting sockets)."""
+        newest = await self._redis.xrevrange(self._key, count=1)
+        if newest:
+            self._cursor = newest[0][0].decode()
+            await self._trim()
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    async def run(self) -> None:
+        backoff = 0.1
+        while not self._stopping.is_set():
+            try:
+                await self.step()
+                backoff = 0.1
+            except (RedisError, OSError) as exc:
+                log.warning("inbox read failed (%s); retrying in %.1fs", exc, backoff)
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def step(self) -> int:
+        """Read one batch, hand it over, trim it. Returns the number of entries read."""
+        reply = await self._redis.xread(
+            {self._key: self._cursor}, count=self._read_count, block=self._block_ms
+        )
+        if not reply:
+            return 0
+        raw = reply[0][1]
+        entries = []
+        for entry_id, fields in raw:
+            entry = parse_inbox_entry(fields)
+            if entry is None:
+                log.warning("skipping malformed inbox entry %s", entry_id.decode())
+            else:
+                entries.append(entry)
+        metrics.INBOX_ENTRIES.inc(len(raw))
+        await self._deliver(entries)
+        self._cursor = raw[-1][0].decode()
+        await self._trim()
+        return len(raw)
+
+    async def _trim(self) -> None:
+        # Everything up to the cursor has been handed to sockets; nobody reads it again.
+        cursor = parse_id(self._cursor)
+        if cursor is not None:
+            await self._redis.xtrim(self._key, minid=format_id(successor(cursor)))

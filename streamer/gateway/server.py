@@ -1,0 +1,309 @@
+"""The `streamer gateway` process: websockets server, inbox reader, heartbeat, ownership.
+
+Start-up order matters: remove stale ownership left by an earlier process with this id,
+skip the inbox to its end, heartbeat, and only then accept sockets. A socket's ownership
+entry is written before its handshake completes, so once a client's socket is open every
+later event reaches it through the inbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+from redis.exceptions import RedisError
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+from websockets.typing import Subprotocol
+
+from streamer import metrics
+from streamer.gateway import http
+from streamer.gateway.auth import (
+    SUBPROTOCOL_PREFIX,
+    Denied,
+    Granted,
+    TokenVerifier,
+    find_credentials,
+    origin_allowed,
+)
+from streamer.gateway.inbox import InboxReader
+from streamer.gateway.ownership import OwnershipBook, Presence
+from streamer.gateway.protocol import CLOSE_RESYNC, parse_socket_path, route_path
+from streamer.gateway.resume import Frame, parse_id
+from streamer.gateway.session import Hub, Session
+from streamer.gateway.settings import GatewaySettings
+from streamer.keys import Keys
+from streamer.redis_client import connect
+from streamer.schemas import socket_frame
+
+log = logging.getLogger(__name__)
+
+_HTTP_TOO_MANY = 429
+_HTTP_UNAVAILABLE = 503
+_CLOSE_INTERNAL = 1011
+# Headroom above the send-buffer bound: one more frame always fits under websockets' write
+# limit, so send() never waits on drain() (the bound is enforced before each send).
+_WRITE_LIMIT_HEADROOM = 1 << 20
+
+
+@dataclass(frozen=True, slots=True)
+class _Admission:
+    granted: Granted
+    last_event_id: str | None
+
+
+class Gateway:
+    def __init__(self, redis: aioredis.Redis, settings: GatewaySettings) -> None:
+        self._redis = redis
+        self._settings = settings
+        self._keys = Keys.from_settings(settings.redis)
+        self._verifier = TokenVerifier(settings.auth)
+        self.gateway_id = settings.gateway_id
+        self.hub = Hub()
+        self._book = OwnershipBook(redis, self._keys, self.gateway_id)
+        self._inbox = InboxReader(
+            redis,
+            self._keys.inbox(self.gateway_id),
+            self.hub.deliver,
+            settings.inbox_read_count,
+            settings.inbox_block_ms,
+        )
+        self._replay_slots = asyncio.Semaphore(settings.replay_concurrency)
+        self._admissions: dict[ServerConnection, _Admission] = {}
+        self._sessions: dict[ServerConnection, tuple[Session, str | None]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._server: Server | None = None
+        self._stopping = asyncio.Event()
+        self._last_beat = time.monotonic()
+        self.port = settings.port
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        s = self._settings
+        self._server = await serve(
+            self._handle,
+            s.host,
+            s.port,
+            process_request=self._process_request,
+            process_response=self._process_response,
+            select_subprotocol=self._select_subprotocol,
+            compression=None,  # frames are encoded once and shared; per-socket deflate is not
+            max_size=s.sockets.max_client_frame_bytes,
+            ping_interval=s.sockets.ping_interval_s,
+            ping_timeout=s.sockets.ping_timeout_s,
+            close_timeout=s.sockets.close_timeout_s,
+            write_limit=s.sockets.send_buffer_bytes + _WRITE_LIMIT_HEADROOM,
+            start_serving=False,
+        )
+        self.port = int(self._server.sockets[0].getsockname()[1])
+        stale = await self._book.clear()
+        if stale:
+            log.info("removed %d stale ownership entries of gateway %s", stale, self.gateway_id)
+        await self._inbox.start_at_end()
+        self._presence = Presence(
+            self._redis, self._keys, self.gateway_id, self.port, int(time.time() * 1000)
+        )
+        await self._presence.beat(0, 0)
+        self._last_beat = time.monotonic()
+        self._tasks = [
+            asyncio.create_task(self._book.run()),
+            asyncio.create_task(self._inbox.run()),
+            asyncio.create_task(self._heartbeat()),
+        ]
+        await self._server.start_serving()
+        log.info("gateway %s listening on %s:%d", self.gateway_id, s.host, self.port)
+
+    async def stop(self) -> None:
+        """Close sockets with 1001, remove this gateway's ownership and presence."""
+        self._stopping.set()
+        if self._server is not None:
+            self._server.close(close_connections=True)
+            await self._server.wait_closed()
+        self._inbox.stop()
+        with contextlib.suppress(asyncio.TimeoutError, RedisError, OSError):
+            await asyncio.wait_for(self._book.flushed(), self._settings.sockets.close_timeout_s)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        with contextlib.suppress(RedisError, OSError):
+            await self._book.clear()
+        await self._presence.withdraw()
+        log.info("gateway %s stopped", self.gateway_id)
+
+    async def _heartbeat(self) -> None:
+        interval_s = self._settings.heartbeat_ms / 1000
+        while not self._stopping.is_set():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), interval_s)
+            if self._stopping.is_set():
+                return
+            try:
+                await self._presence.beat(self.hub.sockets, self._book.users)
+            except (RedisError, OSError) as exc:
+                log.warning("heartbeat failed: %s", exc)
+                continue
+            now = time.monotonic()
+            gap_ms = (now - self._last_beat) * 1000
+            self._last_beat = now
+            if gap_ms > self._settings.dead_after_ms:
+                self._resync(gap_ms)
+
+    def _resync(self, gap_ms: float) -> None:
+        # Workers may have declared this gateway dead and routed events only to the user
+        # logs: live sockets could have gaps. Reconnecting clients resume from their last id.
+        log.warning(
+            "no heartbeat for %.0f ms; asking %d sockets to resume", gap_ms, self.hub.sockets
+        )
+        self._book.reassert()
+        for session in self.hub.all():
+            session.close(CLOSE_RESYNC, "resync")
+
+    def health(self) -> tuple[bool, str]:
+        age_ms = (time.monotonic() - self._last_beat) * 1000
+        if age_ms > self._settings.dead_after_ms:
+            return False, f"no heartbeat for {age_ms:.0f} ms"
+        return True, "ok"
+
+    # --- handshake ------------------------------------------------------------------------
+
+    async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
+        path = route_path(request.path)
+        if path == "/healthz":
+            return http.health(*self.health())
+        if path == "/metrics":
+            return http.metrics()
+        static = http.static(path, self._settings.demo_mode)
+        if static is not None:
+            return static
+        target = parse_socket_path(request.path)
+        if target is None:
+            return http.text(404, "not found")
+        if self._stopping.is_set():
+            return self._reject(_HTTP_UNAVAILABLE, "stopping")
+        if not origin_allowed(request.headers.get("Origin"), self._settings.auth.allowed_origins):
+            return self._reject(403, "origin")
+        credentials = find_credentials(
+            request.headers.get("Authorization"), target.token, _offered(request.headers)
+        )
+        verdict = self._verifier.verify(credentials, target.user_id)
+        if isinstance(verdict, Denied):
+            return self._reject(verdict.status, verdict.reason)
+        if self.hub.count(target.user_id) >= self._settings.sockets.max_sockets_per_user:
+            return self._reject(_HTTP_TOO_MANY, "too_many_sockets")
+        self._admissions[conn] = _Admission(verdict, target.last_event_id)
+        return None
+
+    def _select_subprotocol(
+        self, conn: ServerConnection, offered: Sequence[Subprotocol]
+    ) -> Subprotocol | None:
+        # Browsers fail a handshake that offered subprotocols and got none back.
+        admission = self._admissions.get(conn)
+        chosen = None if admission is None else admission.granted.subprotocol
+        if chosen is not None and chosen in offered:
+            return Subprotocol(chosen)
+        return next((p for p in offered if p.startswith(SUBPROTOCOL_PREFIX)), None)
+
+    async def _process_response(
+        self, conn: ServerConnection, request: Request, response: Response
+    ) -> Response | None:
+        admission = self._admissions.pop(conn, None)
+        if admission is None or response.status_code != 101:
+            return None
+        user_id = admission.granted.user_id
+        if self.hub.count(user_id) >= self._settings.sockets.max_sockets_per_user:
+            return self._reject(_HTTP_TOO_MANY, "too_many_sockets")
+        session = Session(
+            conn, user_id, admission.granted.expires_at, self._settings.sockets, self._read_log
+        )
+        self.hub.add(session)
+        self._sessions[conn] = (session, admission.last_event_id)
+        # The handler may never run (client gone, server closing): release with the task.
+        task = asyncio.current_task()
+        if task is not None:
+            task.add_done_callback(lambda _: self._release(conn))
+        try:
+            await self._book.add(user_id)
+        except (RedisError, OSError):
+            self._release(conn)
+            return self._reject(_HTTP_UNAVAILABLE, "redis")
+        return None
+
+    def _reject(self, status: int, reason: str) -> Response:
+        metrics.HANDSHAKES_REJECTED.labels(str(status)).inc()
+        log.debug("handshake rejected: %d %s", status, reason)
+        return http.rejection(status)
+
+    def _release(self, conn: ServerConnection) -> None:
+        entry = self._sessions.pop(conn, None)
+        if entry is not None and self.hub.discard(entry[0]):
+            self._book.remove(entry[0].user_id)
+
+    # --- sockets --------------------------------------------------------------------------
+
+    async def _handle(self, conn: ServerConnection) -> None:
+        entry = self._sessions.get(conn)
+        if entry is None:
+            return
+        session, last_event_id = entry
+        metrics.SOCKETS_OPENED.inc()
+        metrics.SOCKETS_OPEN.inc()
+        try:
+            await session.run(last_event_id)
+        except (RedisError, OSError) as exc:
+            log.warning("socket of a user failed: %s", exc)
+            await conn.close(_CLOSE_INTERNAL, "try again")
+        finally:
+            self._release(conn)
+            metrics.SOCKETS_OPEN.dec()
+            metrics.SOCKETS_CLOSED.labels(str(session.close_code())).inc()
+
+    async def _read_log(self, user_id: str, start: str, count: int) -> list[Frame]:
+        async with self._replay_slots:
+            entries = await self._redis.xrange(
+                self._keys.user_log(user_id), min=start, max="+", count=count
+            )
+        frames = []
+        for raw_id, fields in entries:
+            log_id = raw_id.decode()
+            sid = parse_id(log_id)
+            assert sid is not None  # Redis hands out well-formed ids
+            frames.append(
+                Frame(sid, socket_frame(log_id, fields[b"type"].decode(), fields[b"content"]))
+            )
+        return frames
+
+
+def _offered(headers: Headers) -> list[str]:
+    return [
+        part.strip()
+        for value in headers.get_all("Sec-WebSocket-Protocol")
+        for part in value.split(",")
+        if part.strip()
+    ]
+
+
+async def run_gateway(settings: GatewaySettings) -> None:
+    if settings.log.level != "debug":
+        # websockets logs every open and rejected connection at INFO.
+        logging.getLogger("websockets").setLevel(logging.WARNING)
+    redis = connect(settings.redis.url, client_name=f"streamer-gateway-{settings.gateway_id}")
+    gateway = Gateway(redis, settings)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await gateway.start()
+        await stop.wait()
+        log.info("stopping: closing %d sockets", gateway.hub.sockets)
+        await gateway.stop()
+    finally:
+        await redis.aclose()

@@ -1,0 +1,261 @@
+"""One client socket (Session) and the local index of sockets by user (Hub).
+
+A session starts *buffering*: its ownership entry is written before the handshake completes,
+so deliveries may arrive before the client said whether it resumes. They wait in a bounded
+buffer, are merged with the replay by id, and then the session goes *live*. Every send goes
+through ``_send``, which drops ids at or below the last one sent and never waits: a socket
+whose transport buffer is over the bound is closed with 4008 instead, so one slow client
+never delays the fan-out to the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+from websockets.protocol import State
+
+from streamer import metrics
+from streamer.gateway.inbox import InboxEntry
+from streamer.gateway.protocol import (
+    CLOSE_SLOW_CLIENT,
+    CLOSE_TOKEN_EXPIRED,
+    PONG,
+    parse_client_frame,
+    recovery_frame,
+)
+from streamer.gateway.resume import Frame, StreamId, fetch_count, merge, parse_id, plan_resume
+from streamer.gateway.settings import SocketSettings
+from streamer.schemas import socket_frame
+
+log = logging.getLogger(__name__)
+
+# (user id, first id inclusive, max entries) -> frames of the user's log from that id on
+ReadLog = Callable[[str, str, int], Awaitable[list[Frame]]]
+
+
+class Session:
+    def __init__(
+        self,
+        conn: ServerConnection,
+        user_id: str,
+        expires_at: float,
+        settings: SocketSettings,
+        read_log: ReadLog,
+    ) -> None:
+        self.conn = conn
+        self.user_id = user_id
+        self._expires_at = expires_at
+        self._settings = settings
+        self._read_log = read_log
+        self.last_sent: StreamId | None = None
+        self.sent_close_code: int | None = None
+        self._buffering = True
+        self._buffer: list[Frame] = []
+        self._buffered_bytes = 0
+        self._closer: asyncio.Task[None] | None = None
+
+    @property
+    def closing(self) -> bool:
+        return self.sent_close_code is not None
+
+    async def run(self, last_event_id: str | None) -> None:
+        """Resume or go live, then serve client frames until the socket closes."""
+        loop = asyncio.get_running_loop()
+        expiry = loop.call_later(
+            max(0.0, self._expires_at - time.time()),
+            self.close,
+            CLOSE_TOKEN_EXPIRED,
+            "token expired",
+        )
+        try:
+            await self._start(last_event_id)
+            async for message in self.conn:
+                await self._on_message(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            expiry.cancel()
+            self._buffering = False
+            self._buffer.clear()
+
+    async def _start(self, last_event_id: str | None) -> None:
+        if last_event_id is not None:
+            await self._resume(last_event_id)
+            return
+        first = await self._first_message()
+        frame = None if first is None else parse_client_frame(first)
+        if frame is not None and frame.type == "resume":
+            await self._resume(frame.last_event_id)
+            return
+        await self._go_live()
+        if first is not None:
+            await self._on_message(first)
+
+    async def _first_message(self) -> str | bytes | None:
+        """A client may send ``resume`` as its first frame; live deliveries wait for it a
+        moment (WS_RESUME_WAIT_MS) so that a resume never arrives after live frames."""
+        if self._settings.resume_wait_ms == 0:
+            return None
+        try:
+            return await asyncio.wait_for(self.conn.recv(), self._settings.resume_wait_ms / 1000)
+        except TimeoutError:
+            return None  # cancelling recv() loses nothing
+
+    async def _on_message(self, message: str | bytes) -> None:
+        frame = parse_client_frame(message)
+        if frame is None:
+            return
+        if frame.type == "ping":
+            await self._send_control(PONG)
+        elif frame.type == "resume":
+            await self._late_resume(frame.last_event_id)
+
+    async def _late_resume(self, last_event_id: str | None) -> None:
+        if self.last_sent is None:
+            self._buffering = True
+            await self._resume(last_event_id)
+            return
+        # Live frames already went out; replaying older ones now would break the order.
+        metrics.REPLAYS.labels("false").inc()
+        await self._send_control(recovery_frame(False, 0))
+
+    async def _resume(self, last_event_id: str | None) -> None:
+        requested = None if last_event_id is None else parse_id(last_event_id)
+        fetched: list[Frame] = []
+        if requested is not None and last_event_id is not None:
+            count = fetch_count(self._settings.max_replay)
+            fetched = await self._read_log(self.user_id, last_event_id, count)
+        plan = plan_resume(requested, fetched, self._settings.max_replay)
+        metrics.REPLAYS.labels("true" if plan.recovered else "false").inc()
+        if plan.floor is not None and (self.last_sent is None or plan.floor > self.last_sent):
+            self.last_sent = plan.floor
+        from_log = {frame.sid for frame in plan.replay}
+        replayed = 0
+        for frame in merge([*plan.replay, *self._take_buffer()], self.last_sent):
+            if await self._send(frame) and frame.sid in from_log:
+                replayed += 1
+        metrics.REPLAYED_EVENTS.inc(replayed)
+        await self._send_control(recovery_frame(plan.recovered, replayed))
+        await self._go_live()
+
+    async def _go_live(self) -> None:
+        while self._buffer:
+            for frame in merge(self._take_buffer(), self.last_sent):
+                await self._send(frame)
+        # No await between the last empty check and this: nothing can slip into the buffer.
+        self._buffering = False
+
+    def _take_buffer(self) -> list[Frame]:
+        frames, self._buffer, self._buffered_bytes = self._buffer, [], 0
+        return frames
+
+    async def push(self, frame: Frame) -> None:
+        """A live delivery from the inbox."""
+        if self.closing:
+            return
+        if not self._buffering:
+            await self._send(frame)
+            return
+        self._buffer.append(frame)
+        self._buffered_bytes += len(frame.data)
+        if self._buffered_bytes > self._settings.send_buffer_bytes:
+            self._close_slow()
+
+    async def _send(self, frame: Frame) -> bool:
+        if self.last_sent is not None and frame.sid <= self.last_sent:
+            return False
+        if not self._writable():
+            return False
+        self.last_sent = frame.sid
+        try:
+            await self.conn.send(frame.data, text=True)
+        except ConnectionClosed:
+            return False
+        metrics.MESSAGES_SENT.inc()
+        return True
+
+    async def _send_control(self, data: bytes) -> None:
+        if self._writable():
+            with contextlib.suppress(ConnectionClosed):
+                await self.conn.send(data, text=True)
+
+    def _writable(self) -> bool:
+        """True when a send would neither wait nor go to a closing socket."""
+        if self.closing or self.conn.state is not State.OPEN:
+            return False
+        if self.conn.transport.get_write_buffer_size() > self._settings.send_buffer_bytes:
+            self._close_slow()
+            return False
+        return True
+
+    def _close_slow(self) -> None:
+        metrics.SLOW_CLIENT_CLOSES.inc()
+        self.close(CLOSE_SLOW_CLIENT, "slow client")
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake without waiting for it (the client may not read)."""
+        if self.closing:
+            return
+        self.sent_close_code = code
+        self._closer = asyncio.create_task(self.conn.close(code, reason))
+
+    def close_code(self) -> int:
+        """The code that ended the socket, for metrics: ours if we closed it."""
+        if self.sent_close_code is not None:
+            return self.sent_close_code
+        return self.conn.close_code or 1006
+
+
+class Hub:
+    """The sessions of this gateway, by user. Delivers inbox entries to them."""
+
+    def __init__(self) -> None:
+        self._by_user: dict[str, set[Session]] = {}
+        self._count = 0
+
+    @property
+    def sockets(self) -> int:
+        return self._count
+
+    @property
+    def users(self) -> int:
+        return len(self._by_user)
+
+    def count(self, user_id: str) -> int:
+        return len(self._by_user.get(user_id, ()))
+
+    def add(self, session: Session) -> None:
+        self._by_user.setdefault(session.user_id, set()).add(session)
+        self._count += 1
+
+    def discard(self, session: Session) -> bool:
+        sessions = self._by_user.get(session.user_id)
+        if sessions is None or session not in sessions:
+            return False
+        sessions.remove(session)
+        if not sessions:
+            del self._by_user[session.user_id]
+        self._count -= 1
+        return True
+
+    def all(self) -> list[Session]:
+        return [s for sessions in self._by_user.values() for s in sessions]
+
+    async def deliver(self, entries: list[InboxEntry]) -> None:
+        """Encode each entry once and hand the same bytes to every socket of its user."""
+        for entry in entries:
+            sessions = self._by_user.get(entry.user_id)
+            if not sessions:
+                continue
+            frame = Frame(entry.sid, socket_frame(entry.log_id, entry.event_type, entry.content))
+            for session in tuple(sessions):
+                await session.push(frame)
+            if entry.ingress_ms:
+                latency = time.time() - entry.ingress_ms / 1000
+                metrics.GATEWAY_DELIVERY_LATENCY.observe(max(0.0, latency))

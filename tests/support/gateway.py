@@ -1,0 +1,180 @@
+"""Gateway test support: tokens, settings, in-process and subprocess gateways, clients."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import jwt
+import redis.asyncio as aioredis
+from websockets.asyncio.client import ClientConnection, connect
+
+from streamer.gateway.server import Gateway
+from streamer.gateway.settings import GatewaySettings
+from streamer.settings import Env
+from streamer.worker.main import Worker
+from tests.support.events import KEYS, add_events, payload, worker_settings
+from tests.support.servers import free_port, streamer_env, wait_for
+
+SECRET = "gateway-tests-secret-0123456789abcdef"
+
+
+def token(user: str, ttl_s: float = 300, secret: str = SECRET, **claims: Any) -> str:
+    body: dict[str, Any] = {"sub": user, "exp": int(time.time() + ttl_s)}
+    body.update(claims)
+    return jwt.encode(body, secret, "HS256")
+
+
+def gateway_settings(redis_url: str, **overrides: str) -> GatewaySettings:
+    env = {
+        "REDIS_URL": redis_url,
+        "JWT_SECRET": SECRET,
+        "GATEWAY_HOST": "127.0.0.1",
+        "GATEWAY_PORT": "0",
+        "GATEWAY_ID": "gw-test",
+        "GATEWAY_BLOCK_MS": "100",
+        "WS_RESUME_WAIT_MS": "50",
+        "WS_CLOSE_TIMEOUT_S": "2",
+    }
+    env.update(overrides)
+    return GatewaySettings.from_env(Env(env))
+
+
+@contextlib.asynccontextmanager
+async def running_gateway(redis_url: str, **overrides: str) -> AsyncIterator[Gateway]:
+    """A gateway in this event loop on a free port, with its own Redis client."""
+    client = aioredis.Redis.from_url(redis_url, decode_responses=False)
+    gateway = Gateway(client, gateway_settings(redis_url, **overrides))
+    await gateway.start()
+    try:
+        yield gateway
+    finally:
+        await gateway.stop()
+        await client.aclose()
+
+
+def ws_url(port: int, user: str, **query: str) -> str:
+    params = "&".join(f"{k}={v}" for k, v in query.items())
+    return f"ws://127.0.0.1:{port}/ws/{user}" + (f"?{params}" if params else "")
+
+
+async def open_socket(port: int, user: str, **query: str) -> ClientConnection:
+    """A client socket authenticated with a valid ?token= (unless one is given)."""
+    query.setdefault("token", token(user))
+    return await connect(ws_url(port, user, **query), open_timeout=5, close_timeout=2)
+
+
+async def receive(
+    conn: ClientConnection, count: int, within_s: float = 5.0
+) -> list[dict[str, Any]]:
+    """The next ``count`` frames, decoded; fails if they do not arrive in time."""
+    frames = []
+    async with asyncio.timeout(within_s):
+        while len(frames) < count:
+            frames.append(json.loads(await conn.recv()))
+    return frames
+
+
+async def receive_until_recovery(
+    conn: ClientConnection, within_s: float = 5.0
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Event frames up to the ``_recovery`` frame, and that frame."""
+    events = []
+    async with asyncio.timeout(within_s):
+        while True:
+            frame = json.loads(await conn.recv())
+            if frame.get("type") == "_recovery":
+                return events, frame
+            events.append(frame)
+
+
+async def publish(
+    redis: aioredis.Redis, redis_url: str, user: str, numbers: range, **extra: str
+) -> None:
+    """XADD events with data.n = each number, then run a worker until the stream is drained."""
+    await add_events(redis, [payload(user, n) for n in numbers])
+    await Worker(redis, worker_settings(redis_url, **extra)).drain()
+
+
+def numbers(frames: list[dict[str, Any]]) -> list[int]:
+    return [f["content"]["n"] for f in frames]
+
+
+async def owner_count(redis: aioredis.Redis, user: str, gateway_id: str) -> int:
+    value = await redis.hget(KEYS.owners(user), gateway_id)
+    return 0 if value is None else int(value)
+
+
+async def eventually(predicate: Any, within_s: float = 5.0, what: str = "condition") -> None:
+    """Await an async predicate until true, polling; fail loudly with what was awaited."""
+    deadline = time.monotonic() + within_s
+    while not await predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within_s}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+class GatewayProcess:
+    """`streamer gateway` as a child process on a free port."""
+
+    def __init__(self, redis_url: str, gateway_id: str, workdir: Path, **extra: str) -> None:
+        self.port = free_port()
+        self.gateway_id = gateway_id
+        self.log_path = workdir / f"{gateway_id}.log"
+        self.env = streamer_env(
+            redis_url,
+            JWT_SECRET=SECRET,
+            GATEWAY_HOST="127.0.0.1",
+            GATEWAY_PORT=str(self.port),
+            GATEWAY_ID=gateway_id,
+            GATEWAY_BLOCK_MS="100",
+            WS_RESUME_WAIT_MS="50",
+            WS_CLOSE_TIMEOUT_S="2",
+            **extra,
+        )
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> GatewayProcess:
+        with open(self.log_path, "ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "streamer", "gateway"],
+                env=self.env,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=os.getcwd(),
+            )
+        wait_for(self._healthy, timeout=15, what=f"gateway {self.gateway_id} /healthz")
+        return self
+
+    def _healthy(self) -> bool:
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"gateway exited: {self.log_path.read_text()[-2000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def signal(self, sig: signal.Signals) -> None:
+        assert self.process is not None
+        self.process.send_signal(sig)
+
+    def wait(self, timeout: float = 15) -> int:
+        assert self.process is not None
+        return self.process.wait(timeout)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
