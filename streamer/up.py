@@ -44,6 +44,12 @@ def plan(env: Env, base_env: dict[str, str], workers: int) -> list[ProcessSpec]:
         metrics_port = str(metrics_base + n if metrics_base else 0)
         worker_env = {**base_env, "WORKER_ID": f"up-worker-{n}", "METRICS_PORT": metrics_port}
         specs.append(ProcessSpec(f"worker-{n}", [*python, "worker"], worker_env))
+    bridges = (("rabbitmq", "ENABLE_RABBITMQ_CONSUMER"), ("pubsub", "ENABLE_REDIS_CONSUMER"))
+    for k, (source, flag) in enumerate(bridges):
+        if env.bool(flag, False):
+            port = str(metrics_base + workers + 2 + k if metrics_base else 0)
+            bridge_env = {**base_env, "METRICS_PORT": port}
+            specs.append(ProcessSpec(f"bridge-{source}", [*python, "bridge", source], bridge_env))
     return specs
 
 

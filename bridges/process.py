@@ -1,0 +1,71 @@
+"""Process entry points of the bridges: logging, signals, metrics endpoint, run, exit."""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Callable
+from typing import Protocol
+
+from bridges.http import MetricsServer
+from bridges.idempotent import connect
+from bridges.pubsub import PubSubBridge
+from bridges.rabbitmq import RabbitBridge
+from bridges.settings import BridgeCommon, PubSubSettings, RabbitSettings
+from streamer.http_server import HealthCheck
+from streamer.logs import setup_logging
+from streamer.settings import default_process_id
+
+log = logging.getLogger(__name__)
+
+
+class Bridge(Protocol):
+    @property
+    def health(self) -> HealthCheck: ...
+
+    def run(self) -> None: ...
+
+    def stop(self) -> None: ...
+
+
+def run_rabbitmq(settings: RabbitSettings) -> int:
+    name = f"streamer-bridge-rabbitmq-{default_process_id()}"
+    client = connect(settings.common.redis.url, name)
+    try:
+        return _run(RabbitBridge(settings, client, name), settings.common)
+    finally:
+        client.close()
+
+
+def run_pubsub(settings: PubSubSettings) -> int:
+    name = f"streamer-bridge-pubsub-{default_process_id()}"
+    # Pings on the subscribed connection notice a silently dead peer.
+    source = connect(settings.source_url, name, health_check_interval_s=10)
+    sink = connect(settings.common.redis.url, name)
+    try:
+        return _run(PubSubBridge(settings, source, sink), settings.common)
+    finally:
+        source.close()
+        sink.close()
+
+
+def _run(bridge: Bridge, common: BridgeCommon) -> int:
+    setup_logging(common.log)
+    # pika logs every connection state change at INFO; our own lines say what matters.
+    logging.getLogger("pika").setLevel(max(logging.WARNING, logging.getLogger().level))
+    _on_signals(bridge.stop)
+    server = None
+    if common.metrics_port:
+        server = MetricsServer(common.metrics_host, common.metrics_port, bridge.health).start()
+        log.info("metrics on http://%s:%d/metrics", common.metrics_host, server.port)
+    try:
+        bridge.run()
+    finally:
+        if server is not None:
+            server.close()
+    return 0
+
+
+def _on_signals(stop: Callable[[], None]) -> None:
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop())

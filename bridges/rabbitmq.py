@@ -1,0 +1,272 @@
+"""`streamer bridge rabbitmq`: RabbitMQ queues -> the ingress stream, nothing lost or doubled.
+
+One BlockingConnection on the main thread consumes every queue on one channel with manual
+acks and a prefetch window. Deliveries gathered from one read are written in one pipelined
+round trip of idempotent XADDs (``bridges.idempotent``), then acked with ``multiple=True``.
+Nothing is acked before its XADD succeeded; a message redelivered after a crash between
+XADD and ack is recognised by its marker and skipped. Invalid messages are rejected without
+requeue, so RabbitMQ moves them to ``<queue>.dead``.
+
+pika only services heartbeats inside ``process_data_events``/``sleep``, so every wait here
+goes through ``connection.sleep`` and every Redis call is bounded by a short socket timeout.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Any
+
+import pika
+import pika.exceptions
+import redis
+
+from bridges.core import AmqpDelivery, AmqpPlan, Backoff, StreamWrite, plan_amqp
+from bridges.idempotent import IdempotentWriter
+from bridges.settings import RabbitSettings
+from streamer import metrics
+from streamer.errors import ConfigError, RetryableError
+from streamer.http_server import HealthTracker
+from streamer.keys import Keys
+
+log = logging.getLogger(__name__)
+
+BRIDGE = "rabbitmq"
+DEAD_LETTER_EXCHANGE = "streamer.dlx"
+_POLL_S = 0.5
+_BROKER_ERRORS = (pika.exceptions.AMQPError, OSError)
+
+
+class _GiveUp(Exception):
+    """Stopping while Redis stays down: leave the batch un-acked for redelivery."""
+
+
+def dead_letter_queue(queue: str) -> str:
+    return f"{queue}.dead"
+
+
+def declare_queue(channel: Any, queue: str) -> None:
+    """A durable queue whose rejected messages RabbitMQ moves to ``<queue>.dead``."""
+    dead = dead_letter_queue(queue)
+    channel.exchange_declare(DEAD_LETTER_EXCHANGE, exchange_type="direct", durable=True)
+    channel.queue_declare(dead, durable=True)
+    channel.queue_bind(dead, DEAD_LETTER_EXCHANGE, routing_key=queue)
+    arguments = {"x-dead-letter-exchange": DEAD_LETTER_EXCHANGE, "x-dead-letter-routing-key": queue}
+    try:
+        channel.queue_declare(queue, durable=True, arguments=arguments)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 406:
+            raise ConfigError(
+                f"RABBITMQ_DECLARE_QUEUES: queue {queue!r} exists with other settings "
+                f"({exc.reply_text}); set RABBITMQ_DECLARE_QUEUES=false to use it as is"
+            ) from exc
+        raise
+
+
+def check_queue(channel: Any, queue: str) -> None:
+    """Passive declare, for queues managed elsewhere: fail clearly when one is missing."""
+    try:
+        channel.queue_declare(queue, passive=True)
+    except pika.exceptions.ChannelClosedByBroker as exc:
+        if exc.reply_code == 404:
+            raise ConfigError(
+                f"RABBITMQ_DECLARE_QUEUES=false (queues managed elsewhere) but queue "
+                f"{queue!r} does not exist on the broker"
+            ) from exc
+        raise
+
+
+def to_delivery(queue: str, method: Any, properties: Any, body: bytes) -> AmqpDelivery:
+    """pika's Basic.Deliver / Basic.GetOk and properties -> our delivery record."""
+    return AmqpDelivery(
+        tag=method.delivery_tag,
+        queue=queue,
+        routing_key=method.routing_key or "",
+        message_id=properties.message_id,
+        redelivered=bool(method.redelivered),
+        body=body,
+    )
+
+
+class RabbitBridge:
+    """``run()`` until ``stop()`` (thread-safe; also the SIGTERM handler's job)."""
+
+    def __init__(self, settings: RabbitSettings, client: redis.Redis, name: str) -> None:
+        self._settings = settings
+        self._keys = Keys.from_settings(settings.common.redis)
+        self._writer = IdempotentWriter(client, self._keys, settings.dedupe_ttl_s)
+        self._name = name
+        self._stopping = threading.Event()
+        self._pending: list[AmqpDelivery] = []
+        self._connection: pika.BlockingConnection | None = None
+        self._channel: Any = None
+        self._consumer_tags: list[str] = []
+        self._cancelled_by_broker = False
+        self.health = HealthTracker(settings.common.health_threshold_s, time.monotonic)
+
+    def stop(self) -> None:
+        self._stopping.set()
+
+    def run(self) -> None:
+        common = self._settings.common
+        backoff = Backoff(common.backoff_base_ms, common.backoff_max_ms)
+        try:
+            while not self._stopping.is_set():
+                try:
+                    self._connect()
+                    if backoff.attempts:
+                        metrics.BRIDGE_RECONNECTS.labels(BRIDGE, "rabbitmq").inc()
+                        log.info("reconnected to RabbitMQ after %d attempt(s)", backoff.attempts)
+                    backoff.reset()
+                    self._consume()
+                except _BROKER_ERRORS as exc:
+                    # Un-acked deliveries return to their queues; drop our copies.
+                    self._pending.clear()
+                    self._close()
+                    self.health.failed("rabbitmq")
+                    delay = backoff.next_s()
+                    log.warning("RabbitMQ connection lost (%r); reconnecting in %.2fs", exc, delay)
+                    self._stopping.wait(delay)
+        except _GiveUp:
+            log.warning("stopping with Redis unreachable: the batch in flight stays un-acked")
+        finally:
+            self._close()
+        log.info("rabbitmq bridge stopped")
+
+    # --- connection ----------------------------------------------------------------------
+
+    def _connect(self) -> None:
+        params = pika.URLParameters(self._settings.url)
+        params.client_properties = {"connection_name": self._name}
+        self._connection = pika.BlockingConnection(params)
+        channel = self._connection.channel()
+        self._channel = channel
+        for queue in self._settings.queues:
+            self._declare(channel, queue)
+        channel.basic_qos(prefetch_count=self._settings.prefetch)
+        channel.add_on_cancel_callback(self._on_broker_cancel)
+        self._cancelled_by_broker = False
+        self._consumer_tags = [
+            channel.basic_consume(queue, self._on_message_for(queue), auto_ack=False)
+            for queue in self._settings.queues
+        ]
+        self.health.ok("rabbitmq")
+        log.info(
+            "consuming %s (prefetch %d)", ", ".join(self._settings.queues), self._settings.prefetch
+        )
+
+    def _declare(self, channel: Any, queue: str) -> None:
+        if self._settings.declare_queues:
+            declare_queue(channel, queue)
+        else:
+            check_queue(channel, queue)
+
+    def _on_message_for(self, queue: str) -> Any:
+        def on_message(_ch: Any, method: Any, properties: Any, body: bytes) -> None:
+            self._pending.append(to_delivery(queue, method, properties, body))
+
+        return on_message
+
+    def _on_broker_cancel(self, _frame: Any) -> None:
+        self._cancelled_by_broker = True
+
+    def _close(self) -> None:
+        connection, self._connection, self._channel = self._connection, None, None
+        if connection is not None and connection.is_open:
+            try:
+                connection.close()
+            except _BROKER_ERRORS as exc:
+                log.debug("closing the RabbitMQ connection failed: %r", exc)
+
+    # --- consuming -----------------------------------------------------------------------
+
+    def _consume(self) -> None:
+        assert self._connection is not None
+        while not self._stopping.is_set():
+            self._connection.process_data_events(time_limit=_POLL_S)
+            self._gather()
+            if self._pending:
+                self._flush()
+            if self._cancelled_by_broker:
+                # The queue was deleted or the node failed over: start over (declare again).
+                raise pika.exceptions.ConsumerCancelled("consumer cancelled by the broker")
+        self._shutdown()
+
+    def _gather(self) -> None:
+        """Take whatever else is already readable, up to the prefetch window: bigger batches
+        mean fewer Redis round trips, and we never wait for more."""
+        assert self._connection is not None
+        while self._pending and len(self._pending) < self._settings.prefetch:
+            before = len(self._pending)
+            self._connection.process_data_events(time_limit=0)
+            if len(self._pending) == before:
+                return
+
+    def _shutdown(self) -> None:
+        """Stop consuming, then write and ack what was already handed to us."""
+        for tag in self._consumer_tags:
+            self._channel.basic_cancel(tag)
+        self._consumer_tags = []
+        if self._pending:
+            self._flush()
+        self._close()
+
+    def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        started = time.perf_counter()
+        plan = plan_amqp(batch, self._keys, self._settings.common.max_payload_bytes)
+        results = self._write(plan.writes)
+        self._settle(plan, batch)
+        written = sum(r is not None for r in results)
+        metrics.BRIDGED.labels(BRIDGE).inc(written)
+        if written < len(results):
+            metrics.BRIDGE_DUPLICATES.labels(BRIDGE).inc(len(results) - written)
+        metrics.BRIDGE_BATCH_DURATION.labels(BRIDGE).observe(time.perf_counter() - started)
+
+    def _settle(self, plan: AmqpPlan, batch: list[AmqpDelivery]) -> None:
+        ids = {d.tag: d.message_id for d in batch}
+        for r in plan.rejects:
+            log.warning(
+                "rejecting message %s from %s to %s: %s: %s",
+                ids.get(r.tag) or f"#{r.tag}",
+                r.queue,
+                dead_letter_queue(r.queue),
+                r.reason,
+                r.error[:300],
+            )
+            metrics.BRIDGE_REJECTED.labels(BRIDGE, r.reason).inc()
+            self._channel.basic_reject(r.tag, requeue=False)
+        if plan.ack_through is not None:
+            self._channel.basic_ack(plan.ack_through, multiple=True)
+
+    def _write(self, writes: list[StreamWrite]) -> list[str | None]:
+        """Write until Redis takes the batch. Waits go through connection.sleep so
+        heartbeats continue; more deliveries may arrive meanwhile (bounded by prefetch)."""
+        assert self._connection is not None
+        common = self._settings.common
+        backoff = Backoff(common.backoff_base_ms, common.backoff_max_ms)
+        give_up_at: float | None = None
+        while True:
+            try:
+                results = self._writer.write(writes)
+            except RetryableError as exc:
+                self.health.failed("redis")
+                if self._stopping.is_set():
+                    give_up_at = give_up_at or time.monotonic() + self._settings.shutdown_grace_s
+                    if time.monotonic() >= give_up_at:
+                        raise _GiveUp from exc
+                delay = backoff.next_s()
+                log.warning(
+                    "redis unavailable (%s); batch of %d not acked, retrying in %.2fs",
+                    exc,
+                    len(writes),
+                    delay,
+                )
+                self._connection.sleep(delay)
+                continue
+            if backoff.attempts:
+                metrics.BRIDGE_RECONNECTS.labels(BRIDGE, "redis").inc()
+                log.info("redis is back after %d failed attempt(s)", backoff.attempts)
+            self.health.ok("redis")
+            return results
