@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from streamer.embedded_redis import EmbeddedRedis
+from streamer.gateway.local import prepare_local_gateway
 from streamer.settings import Env
 
 
@@ -44,6 +45,7 @@ def plan(env: Env, base_env: dict[str, str], workers: int) -> list[ProcessSpec]:
         metrics_port = str(metrics_base + n if metrics_base else 0)
         worker_env = {**base_env, "WORKER_ID": f"up-worker-{n}", "METRICS_PORT": metrics_port}
         specs.append(ProcessSpec(f"worker-{n}", [*python, "worker"], worker_env))
+    specs.append(ProcessSpec("gateway", [*python, "gateway"], dict(base_env)))
     bridges = (("rabbitmq", "ENABLE_RABBITMQ_CONSUMER"), ("pubsub", "ENABLE_REDIS_CONSUMER"))
     for k, (source, flag) in enumerate(bridges):
         if env.bool(flag, False):
@@ -64,6 +66,7 @@ def handle(args: argparse.Namespace) -> int:
         redis.start()
         base_env["REDIS_URL"] = redis.url
         print(f"embedded redis-server at {redis.url} (data in {redis.data_dir})", flush=True)
+    gateway_hint = prepare_local_gateway(base_env)
     children: list[tuple[ProcessSpec, subprocess.Popen[bytes]]] = []
     stopping = False
 
@@ -78,6 +81,7 @@ def handle(args: argparse.Namespace) -> int:
             children.append((spec, subprocess.Popen(spec.argv, env=spec.env)))
             print(f"started {spec.name} (pid {children[-1][1].pid})", flush=True)
         print("stack is up; publish with: streamer publish --user demo --type hello", flush=True)
+        print(gateway_hint, flush=True)
         while not stopping:
             for spec, proc in children:
                 if proc.poll() is not None:
