@@ -7,7 +7,7 @@ un-acked and tries again later; the Lua marker makes the retry harmless.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from importlib import resources
+from pathlib import Path
 
 import redis
 from redis.backoff import NoBackoff
@@ -18,7 +18,9 @@ from bridges.core import StreamWrite, marker_key
 from streamer.errors import RetryableError
 from streamer.keys import Keys
 
-_SCRIPT = resources.files("bridges").joinpath("lua/xadd_once.lua").read_text()
+# Next to this module rather than importlib.resources: an editable install made before
+# bridges/ had an __init__.py maps it as a namespace package, which resources rejects.
+_SCRIPT = (Path(__file__).parent / "lua" / "xadd_once.lua").read_text()
 
 
 def connect(
