@@ -11,7 +11,6 @@ import sys
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -86,13 +85,17 @@ class Process:
         return self.log.read_text(errors="replace")
 
 
-@pytest.fixture
-def isolated_env(redis_server: RedisServer) -> Iterator[tuple[dict[str, str], Keys]]:
+def isolated(redis_url: str) -> tuple[dict[str, str], Keys]:
     """Environment for streamer processes on the private Redis, with a key prefix of its own
     (so no flush is needed), and the keys it implies."""
     prefix = f"t{uuid.uuid4().hex[:8]}:"
-    env = streamer_env(redis_server.url, KEY_PREFIX=prefix, LOG_FORMAT="json")
-    yield env, Keys.from_settings(RedisSettings.from_env(Env(env)))
+    env = streamer_env(redis_url, KEY_PREFIX=prefix, LOG_FORMAT="json")
+    return env, Keys.from_settings(RedisSettings.from_env(Env(env)))
+
+
+@pytest.fixture
+def isolated_env(redis_server: RedisServer) -> tuple[dict[str, str], Keys]:
+    return isolated(redis_server.url)
 
 
 def add_events(url: str, keys: Keys, payloads: list[dict[str, object] | bytes]) -> None:

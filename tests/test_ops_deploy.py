@@ -13,6 +13,8 @@ from typing import Any
 
 import yaml
 
+from streamer.cli import build_parser
+
 ROOT = Path(__file__).resolve().parent.parent
 OPS = ROOT / "ops"
 K8S = OPS / "k8s"
@@ -243,3 +245,16 @@ def test_k8s_kustomization_builds_when_kubectl_is_available() -> None:
     assert {d["metadata"].get("namespace") for d in rendered if d["kind"] != "Namespace"} == {
         "streamer"
     }
+
+
+def test_compose_and_k8s_commands_are_streamer_commands() -> None:
+    """Every process command of compose and Kubernetes parses with the real `streamer` CLI."""
+    parser = build_parser()
+    commands = [s["command"] for s in compose()["services"].values() if "build" in s]
+    commands += [
+        c["args"]
+        for d in deployments().values()
+        for c in d["spec"]["template"]["spec"]["containers"]
+    ]
+    for command in commands:
+        assert callable(parser.parse_args(command).handler), command
