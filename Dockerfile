@@ -12,11 +12,14 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/streamer
 ENV PATH=/opt/streamer/bin:$PATH
+# Dependencies first, from empty packages in a throw-away directory, so a source change
+# reuses this layer (and no stale build output can shadow the real sources below).
+COPY pyproject.toml README.md /stub/
+RUN mkdir /stub/streamer /stub/bridges \
+    && touch /stub/streamer/__init__.py /stub/bridges/__init__.py \
+    && pip install /stub && pip uninstall -y streamer && rm -rf /stub
 WORKDIR /src
-# Dependencies first, against empty packages, so a source change reuses this layer.
 COPY pyproject.toml README.md ./
-RUN mkdir streamer bridges && touch streamer/__init__.py bridges/__init__.py \
-    && pip install . && pip uninstall -y streamer
 COPY streamer ./streamer
 COPY bridges ./bridges
 RUN pip install --no-deps . && python -m compileall -q /opt/streamer
