@@ -96,7 +96,8 @@ async def _live(
 ) -> list[tuple[str, int]]:
     """Members of a heartbeat zset seen within live_ms, as (id, heartbeat age ms)."""
     rows = await redis.zrangebyscore(key, now_ms - live_ms, "+inf", withscores=True)
-    return sorted((member.decode(), now_ms - int(score)) for member, score in rows)
+    # max(0, …): a heartbeat written by a host whose clock runs ahead of ours.
+    return sorted((member.decode(), max(0, now_ms - int(score))) for member, score in rows)
 
 
 def _int(info: dict[bytes, bytes], field: bytes) -> int | None:
