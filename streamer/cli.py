@@ -18,6 +18,8 @@ COMMAND_MODULES = (
     "streamer.status",
     "streamer.up",
     "bridges.cli",
+    "streamer.replay.cli",
+    "streamer.dlq",
     "streamer.gateway.cli",
 )
 

@@ -1,0 +1,123 @@
+"""Dead-letter stream operations (Redis I/O): fetch by id, requeue, count and purge.
+
+Requeueing runs one Lua script per batch that, for each dead letter still in the DLQ,
+appends it to the ingress stream and only then deletes it. Why a script rather than
+MULTI: MULTI would run the XDEL even if the XADD failed at run time (Redis transactions
+do not roll back), and a script can also skip entries another operator requeued a moment
+earlier, so no dead letter is requeued twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import redis.asyncio as aioredis
+
+from streamer.keys import Keys
+from streamer.replay import source
+from streamer.replay.entries import EntryFilter, Fields, requeued_fields
+from streamer.replay.ids import MAX_ID, MIN_ID, StreamId, parse_id, predecessor
+
+Entry = tuple[bytes, Fields]
+
+_REQUEUE_LUA = """
+-- KEYS[1] ingress stream, KEYS[2] dead-letter stream.
+-- ARGV per entry: its DLQ id, its number of field/value pairs n, then the n pairs.
+local requeued = {}
+local i = 1
+while i <= #ARGV do
+    local id, n = ARGV[i], tonumber(ARGV[i + 1])
+    if #redis.call('XRANGE', KEYS[2], id, id) == 1 then
+        redis.call('XADD', KEYS[1], '*', unpack(ARGV, i + 2, i + 1 + 2 * n))
+        redis.call('XDEL', KEYS[2], id)
+        requeued[#requeued + 1] = id
+    end
+    i = i + 2 + 2 * n
+end
+return requeued
+"""
+
+REQUEUE_BATCH = 500
+
+
+@dataclass(slots=True)
+class RequeueCount:
+    requeued: int = 0
+    gone: int = 0  # no longer in the DLQ when their batch ran
+    finished: bool = False
+
+
+async def fetch(redis: aioredis.Redis, dlq: str, ids: Iterable[StreamId]) -> list[Entry | None]:
+    """The dead letters with these ids, None for each one that is not there."""
+    pipe = redis.pipeline(transaction=False)
+    for entry_id in ids:
+        pipe.xrange(dlq, min=str(entry_id), max=str(entry_id))
+    return [rows[0] if rows else None for rows in await pipe.execute()]
+
+
+async def requeue(redis: aioredis.Redis, keys: Keys, entries: list[Entry]) -> RequeueCount:
+    """Move these dead letters back into the ingress stream, in batches."""
+    count = RequeueCount()
+    for start in range(0, len(entries), REQUEUE_BATCH):
+        moved = await _requeue_batch(redis, keys, entries[start : start + REQUEUE_BATCH])
+        count.requeued += moved
+        count.gone += min(REQUEUE_BATCH, len(entries) - start) - moved
+    count.finished = True
+    return count
+
+
+async def requeue_matching(
+    redis: aioredis.Redis, keys: Keys, entry_filter: EntryFilter, stop: asyncio.Event
+) -> RequeueCount:
+    """Requeue every dead letter the filter matches, up to the DLQ's last entry when the
+    scan began (entries dead-lettered again meanwhile wait for the next run)."""
+    count = RequeueCount()
+    tail = await redis.xrevrange(keys.dlq, count=1)
+    if not tail:
+        count.finished = True
+        return count
+    end = parse_id(tail[0][0])
+    entries = source.pages(redis, keys.dlq, MIN_ID, end, REQUEUE_BATCH)
+    async with contextlib.aclosing(entries):
+        async for page in entries:
+            matched = [(eid, f) for eid, f in page if entry_filter.matches(f)]
+            part = await requeue(redis, keys, matched)
+            count.requeued += part.requeued
+            count.gone += part.gone
+            if stop.is_set():
+                return count
+    count.finished = True
+    return count
+
+
+async def _requeue_batch(redis: aioredis.Redis, keys: Keys, batch: list[Entry]) -> int:
+    if not batch:
+        return 0
+    args: list[bytes | int] = []
+    for dlq_id, fields in batch:
+        rewritten = requeued_fields(dlq_id, fields)
+        args += [dlq_id, len(rewritten)]
+        for name, value in rewritten.items():
+            args += [name, value]
+    script = redis.register_script(_REQUEUE_LUA)
+    moved = await script(keys=[keys.stream, keys.dlq], args=args)
+    return len(moved)
+
+
+async def count_before(redis: aioredis.Redis, dlq: str, cutoff: StreamId) -> int:
+    end = predecessor(cutoff)
+    if end is None:
+        return 0
+    total = 0
+    async for page in source.pages(redis, dlq, MIN_ID, min(end, MAX_ID), 1000):
+        total += len(page)
+    return total
+
+
+async def purge_before(redis: aioredis.Redis, dlq: str, cutoff: StreamId) -> int:
+    """Delete every dead letter with an id below ``cutoff``; returns how many."""
+    # Exact trim: the default "~" would leave a partial node of old entries behind.
+    return int(await redis.xtrim(dlq, minid=str(cutoff), approximate=False))
