@@ -6,14 +6,17 @@ ack / retry / dead-letter outcome of every entry is counted here.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 import redis.asyncio as aioredis
-from redis.exceptions import ResponseError
-from redis.typing import EncodableT, FieldT
+from redis.exceptions import RedisError, ResponseError
+from redis.typing import EncodableT, FieldT, StreamIdT
 
 from streamer import metrics
 from streamer.keys import Keys
@@ -35,6 +38,15 @@ class RawEntry:
     reclaimed: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """An entry whose fate a detached task decides later (a push to a provider that may be
+    slow); the consumer settles it when the task is done."""
+
+    entry_id: str
+    decided: asyncio.Future[Settlement]
+
+
 @dataclass(slots=True)
 class Settlement:
     """What to do with the entries of one batch, carried out in one round trip."""
@@ -43,9 +55,18 @@ class Settlement:
     dead_letters: list[tuple[RawEntry, str, str]] = field(default_factory=list)
     retries: list[tuple[str, int]] = field(default_factory=list)  # (entry id, delay ms)
     feedback: list[dict[str, str]] = field(default_factory=list)  # dead device tokens
+    deferred: list[Deferred] = field(default_factory=list)  # settled when decided
 
     def __bool__(self) -> bool:
+        """Whether there is anything to carry out now (deferred entries come later)."""
         return bool(self.acks or self.dead_letters or self.retries or self.feedback)
+
+    def merge(self, other: Settlement) -> None:
+        self.acks += other.acks
+        self.dead_letters += other.dead_letters
+        self.retries += other.retries
+        self.feedback += other.feedback
+        self.deferred += other.deferred
 
 
 def _text(value: bytes | str) -> str:
@@ -59,6 +80,10 @@ class StreamConsumer:
         self._settings = settings
         self._claim_cursor = "0-0"
         self._next_claim_at = 0.0
+        self._outstanding: dict[str, Deferred] = {}  # deferred entries not yet settled
+        self._decided: list[Deferred] = []
+        self._wake = asyncio.Event()
+        self._settler: asyncio.Task[None] | None = None
 
     @property
     def name(self) -> str:
@@ -186,9 +211,62 @@ class StreamConsumer:
 
     async def settle(self, settlement: Settlement) -> None:
         """Dead-letter, ack and reschedule in one round trip. Dead letters and their acks
-        are one transaction, so a crash never dead-letters an entry twice."""
-        if not settlement:
-            return
+        are one transaction, so a crash never dead-letters an entry twice. Deferred entries
+        are settled in the background as their tasks decide (see ``settled``)."""
+        if settlement.deferred:
+            self._defer(settlement.deferred)
+        if settlement:
+            await self._apply(settlement)
+
+    def _defer(self, deferred: list[Deferred]) -> None:
+        for item in deferred:
+            self._outstanding[item.entry_id] = item
+            item.decided.add_done_callback(partial(self._on_decided, item))
+        if self._settler is None or self._settler.done():
+            self._settler = asyncio.create_task(self._settle_deferred())
+
+    def _on_decided(self, item: Deferred, _: object) -> None:
+        self._decided.append(item)
+        self._wake.set()
+
+    async def _settle_deferred(self) -> None:
+        """Settle deferred entries as they are decided, coalescing those decided together
+        into one round trip. Entries still undecided are kept from being reclaimed by
+        refreshing their idle time well before CLAIM_IDLE_MS."""
+        touch_s = max(0.01, self._settings.claim_idle_ms / 3000)
+        touch_at = time.monotonic() + touch_s
+        while self._outstanding:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), max(0.0, touch_at - time.monotonic()))
+            self._wake.clear()
+            decided, self._decided = self._decided, []
+            merged = Settlement()
+            for item in decided:
+                self._outstanding.pop(item.entry_id, None)
+                merged.merge(_decision(item))
+            try:
+                if merged:
+                    await self._apply(merged)
+                if self._outstanding and time.monotonic() >= touch_at:
+                    touch_at = time.monotonic() + touch_s
+                    await self._touch([*self._outstanding])
+            except (RedisError, OSError) as exc:
+                # The entries stay pending; XAUTOCLAIM delivers them again later.
+                metrics.REDIS_ERRORS.inc()
+                log.warning("could not settle %d deferred entries: %s", len(decided), exc)
+
+    async def _touch(self, entry_ids: list[StreamIdT]) -> None:
+        """Reset the idle time of entries still in flight here (JUSTID: no delivery count)."""
+        await self._redis.xclaim(
+            self._keys.stream, self._keys.group, self.name, 0, entry_ids, justid=True
+        )
+
+    async def settled(self) -> None:
+        """Wait until every deferred entry has been settled (shutdown drains in-flight work)."""
+        while self._settler is not None and not self._settler.done():
+            await asyncio.shield(self._settler)
+
+    async def _apply(self, settlement: Settlement) -> None:
         pipe = self._redis.pipeline(transaction=True)
         for record in settlement.feedback:
             pipe.xadd(self._keys.feedback, record, maxlen=1_000_000, approximate=True)  # type: ignore[arg-type]
@@ -218,8 +296,22 @@ class StreamConsumer:
         await self._redis.zadd(self._keys.workers, {self.name: int(time.time() * 1000)})
 
     async def leave(self) -> None:
-        """On clean exit: drop this worker from the live set (its PEL is empty by then)."""
+        """On clean exit: settle the entries still in flight, then drop this worker from the
+        live set (its PEL is empty by then)."""
+        await self.settled()
         await self._redis.zrem(self._keys.workers, self.name)
+
+
+def _decision(item: Deferred) -> Settlement:
+    """A decided entry's settlement; a task that crashed leaves its entry pending (it is
+    delivered again later and ends in the DLQ if it keeps crashing)."""
+    if item.decided.cancelled():
+        return Settlement()
+    exc = item.decided.exception()
+    if exc is not None:
+        log.error("delivery task for %s failed", item.entry_id, exc_info=exc)
+        return Settlement()
+    return item.decided.result()
 
 
 def _id_key(entry_id: str) -> tuple[int, int]:

@@ -1,6 +1,8 @@
 """Process one batch of stream entries: decode, deliver to every target channel, decide.
 
-The processor never acks; it returns a Settlement that the consumer carries out.
+The processor never acks; it returns a Settlement that the consumer carries out. Pushes
+run in detached tasks (bounded in number) whose entries the consumer settles as they are
+decided, so a slow provider delays only the entries waiting for it, not the next batch.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Mapping
+from functools import partial
 
 from streamer import metrics
 from streamer.decode import Event, Poison, decode_entry
@@ -25,7 +28,7 @@ from streamer.policy import (
 from streamer.push.base import PushRequest, PushSender
 from streamer.redis_client import entry_ms
 from streamer.schemas import Channel, encode_content, push_content
-from streamer.worker.consumer import RawEntry, Settlement
+from streamer.worker.consumer import Deferred, RawEntry, Settlement
 from streamer.worker.settings import ConsumerSettings, DeliverySettings
 from streamer.worker.userlog import Appended, InboxDelivery, LiveGateways, UserLogWriter
 
@@ -33,6 +36,12 @@ log = logging.getLogger(__name__)
 
 MISSING_DEVICE_TOKEN = "missing_device_token"
 REDIS_ERROR = "redis_error"
+SENDER_ERROR = "sender_error"
+# Entries with pushes in flight, per unit of push_concurrency: enough to keep providers busy
+# across several batches, while bounding memory when one is slow (then reading waits).
+INFLIGHT_PER_SLOT = 16
+
+PushJob = tuple[PushSender, PushRequest]
 
 
 class BatchProcessor:
@@ -50,7 +59,9 @@ class BatchProcessor:
         self._senders = senders
         self._consumer = consumer
         self._delivery = delivery
-        self._push_slots = asyncio.Semaphore(push_concurrency)
+        self._max_inflight = push_concurrency * INFLIGHT_PER_SLOT
+        self._inflight: set[asyncio.Task[Settlement]] = set()
+        self._inflight_ids: set[str] = set()
 
     async def process(self, batch: list[RawEntry]) -> Settlement:
         settlement = Settlement()
@@ -60,23 +71,24 @@ class BatchProcessor:
             if verdict is not None:
                 events.append((entry, verdict))
         results: dict[str, list[ChannelResult]] = defaultdict(list)
-        websocket, pushes = await asyncio.gather(
-            self._deliver_websocket([e for _, e in events if "websocket" in e.payload.channels()]),
-            self._deliver_pushes([e for _, e in events]),
-        )
-        for entry_id, result in (*websocket, *pushes):
+        websocket = [e for _, e in events if "websocket" in e.payload.channels()]
+        for entry_id, result in await self._deliver_websocket(websocket):
             results[entry_id].append(result)
         for entry, event in events:
-            self._settle_one(entry, results[event.entry_id], settlement)
-            settlement.feedback.extend(
-                _feedback(event, r)
-                for r in results[event.entry_id]
-                if r.outcome is Outcome.DEAD_TOKEN
-            )
+            jobs = self._push_jobs(event, results[event.entry_id])
+            if jobs:
+                settlement.deferred.append(
+                    await self._deliver_pushes(entry, event, results[event.entry_id], jobs)
+                )
+            else:
+                self._settle_one(entry, event, results[event.entry_id], settlement)
         return settlement
 
     def _screen(self, entry: RawEntry, settlement: Settlement) -> Event | None:
         """Entries that need no delivery attempt are settled here; the rest are returned."""
+        if entry.entry_id in self._inflight_ids:
+            # Reclaimed while its pushes are still in flight here: their task settles it.
+            return None
         if entry.fields is None:
             metrics.TRIMMED_PENDING.inc()
             settlement.acks.append(entry.entry_id)
@@ -93,8 +105,11 @@ class BatchProcessor:
         return decoded
 
     def _settle_one(
-        self, entry: RawEntry, results: list[ChannelResult], settlement: Settlement
+        self, entry: RawEntry, event: Event, results: list[ChannelResult], settlement: Settlement
     ) -> None:
+        settlement.feedback.extend(
+            _feedback(event, r) for r in results if r.outcome is Outcome.DEAD_TOKEN
+        )
         for result in results:
             metrics.DELIVERIES.labels(result.channel, result.outcome.value).inc()
         decision = decide(results, entry.deliveries, self._consumer.max_deliveries)
@@ -157,43 +172,76 @@ class BatchProcessor:
             metrics.STALE_OWNERS_REMOVED.inc(len(stale))
         return live
 
-    async def _deliver_pushes(self, events: list[Event]) -> list[tuple[str, ChannelResult]]:
-        jobs = [
-            (event, channel)
-            for event in events
-            for channel in event.payload.channels()
-            if channel != "websocket"
-        ]
-        if not jobs:
-            return []
-        results = await asyncio.gather(*(self._push(event, channel) for event, channel in jobs))
-        return [(event.entry_id, result) for (event, _), result in zip(jobs, results, strict=True)]
+    def _push_jobs(self, event: Event, results: list[ChannelResult]) -> list[PushJob]:
+        """The pushes to send for an event; pushes that need no send go to ``results``."""
+        jobs: list[PushJob] = []
+        for channel in event.payload.channels():
+            if channel == "websocket":
+                continue
+            sender = self._senders.get(channel)
+            token = event.payload.token()
+            if sender is None:
+                results.append(ChannelResult(channel, Outcome.SKIPPED, "push_disabled"))
+            elif token is None:
+                results.append(
+                    ChannelResult(
+                        channel, Outcome.PERMANENT, MISSING_DEVICE_TOKEN, "no device_token"
+                    )
+                )
+            else:
+                jobs.append((sender, _push_request(event, channel, token)))
+        return jobs
 
-    async def _push(self, event: Event, channel: Channel) -> ChannelResult:
-        sender = self._senders.get(channel)
-        if sender is None:
-            return ChannelResult(channel, Outcome.SKIPPED, "push_disabled")
-        token = event.payload.token()
-        if token is None:
-            return ChannelResult(
-                channel, Outcome.PERMANENT, MISSING_DEVICE_TOKEN, "no device_token"
-            )
-        request = PushRequest(
-            channel=channel,
-            user_id=event.payload.user_id,
-            event_key=event.event_key,
-            event_type=event.payload.event_type,
-            device_token=token,
-            content=push_content(event.payload),
-            data=event.payload.data,
-        )
-        async with self._push_slots:
+    async def _deliver_pushes(
+        self, entry: RawEntry, event: Event, results: list[ChannelResult], jobs: list[PushJob]
+    ) -> Deferred:
+        """Start the pushes of one entry in a detached task, waiting first while too many
+        entries are in flight (backpressure on reading)."""
+        while len(self._inflight) >= self._max_inflight:
+            await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+        task = asyncio.create_task(self._push_and_decide(entry, event, results, jobs))
+        self._inflight.add(task)
+        self._inflight_ids.add(entry.entry_id)
+        task.add_done_callback(partial(self._landed, entry.entry_id))
+        return Deferred(entry.entry_id, task)
+
+    def _landed(self, entry_id: str, task: asyncio.Task[Settlement]) -> None:
+        self._inflight.discard(task)
+        self._inflight_ids.discard(entry_id)
+
+    async def _push_and_decide(
+        self, entry: RawEntry, event: Event, results: list[ChannelResult], jobs: list[PushJob]
+    ) -> Settlement:
+        pushed = await asyncio.gather(*(self._push(event, sender, req) for sender, req in jobs))
+        settlement = Settlement()
+        self._settle_one(entry, event, [*results, *pushed], settlement)
+        return settlement
+
+    async def _push(self, event: Event, sender: PushSender, request: PushRequest) -> ChannelResult:
+        try:
             result = await sender.send(request)
-        if result.outcome is Outcome.DELIVERED:
-            metrics.DELIVERY_LATENCY.labels(channel).observe(
+        except Exception as exc:
+            # Senders answer provider failures with outcomes; this is a bug. Retrying bounds
+            # it (MAX_DELIVERIES, then the DLQ) instead of leaving the entry in limbo.
+            log.exception("push sender for %s raised", request.channel)
+            return _retry(request.channel, SENDER_ERROR, f"{type(exc).__name__}: {exc}")
+        if result.outcome is Outcome.DELIVERED and not result.reason:
+            metrics.DELIVERY_LATENCY.labels(request.channel).observe(
                 max(0.0, time.time() - entry_ms(event.entry_id) / 1000)
             )
         return result
+
+
+def _push_request(event: Event, channel: Channel, token: str) -> PushRequest:
+    return PushRequest(
+        channel=channel,
+        user_id=event.payload.user_id,
+        event_key=event.event_key,
+        event_type=event.payload.event_type,
+        device_token=token,
+        content=push_content(event.payload),
+        data=event.payload.data,
+    )
 
 
 def _feedback(event: Event, result: ChannelResult) -> dict[str, str]:
@@ -203,6 +251,7 @@ def _feedback(event: Event, result: ChannelResult) -> dict[str, str]:
         "device_type": event.payload.device_type or result.channel.removeprefix("push_"),
         "channel": result.channel,
         "reason": result.reason,
+        "detail": result.error,
         "user_id": event.payload.user_id,
         "event_key": event.event_key,
         "time_ms": str(int(time.time() * 1000)),

@@ -1,0 +1,61 @@
+"""Run a fake provider in its own process (benchmarks): python -m tests.fakes apns|fcm DIR
+
+DIR holds credentials made by tests.fakes.certs.make_credentials (the same DIR may be
+used by both). Prints ``port <n>`` once listening; runs until stdin closes or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+from tests.fakes.apns import FakeApns
+from tests.fakes.certs import (
+    APNS_KEY_ID,
+    APNS_TEAM_ID,
+    APNS_TOPIC,
+    FCM_CLIENT_EMAIL,
+    FCM_PROJECT_ID,
+)
+from tests.fakes.fcm import FakeFcm
+from tests.fakes.h2server import Handler, ServerStats, serve, server_context
+
+
+def _handler(kind: str, directory: Path) -> Handler:
+    if kind == "apns":
+        public = (directory / "apns_public.pem").read_bytes()
+        return FakeApns(public, APNS_KEY_ID, APNS_TEAM_ID, APNS_TOPIC).handle
+    public = (directory / "fcm_public.pem").read_bytes()
+    return FakeFcm(public, FCM_CLIENT_EMAIL, FCM_PROJECT_ID).handle
+
+
+async def _main(kind: str, directory: Path) -> None:
+    context = server_context(directory / "server.pem", directory / "server.key")
+    server = await serve(_handler(kind, directory), context, ServerStats())
+    print(f"port {server.sockets[0].getsockname()[1]}", flush=True)
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_reader(sys.stdin.fileno(), lambda: sys.stdin.read(1) or stop.set())
+    await stop.wait()
+    server.close()
+
+
+def main(argv: list[str]) -> None:
+    parser = argparse.ArgumentParser(prog="python -m tests.fakes")
+    parser.add_argument("kind", choices=("apns", "fcm"))
+    parser.add_argument("directory", type=Path)
+    args = parser.parse_args(argv)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency of streamer
+        asyncio.run(_main(args.kind, args.directory))
+    else:
+        uvloop.run(_main(args.kind, args.directory))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
