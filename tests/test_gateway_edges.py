@@ -119,7 +119,7 @@ async def test_http_routes(redis: aioredis.Redis, redis_server: RedisServer) -> 
         port = gateway.port
         assert await asyncio.to_thread(_get, port, "/healthz") == (200, b"ok\n")
         status, body = await asyncio.to_thread(_get, port, "/metrics")
-        assert status == 200 and b"streamer_gateway_sockets_open" in body
+        assert status == 200 and b"streamer_gateway_inbox_entries_total" in body
         assert (await asyncio.to_thread(_get, port, "/demo"))[0] == 404
         assert (await asyncio.to_thread(_get, port, "/nope"))[0] == 404
         shipped = resources.files("streamer").joinpath("static", "notify-client.js").is_file()
