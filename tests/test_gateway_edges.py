@@ -9,6 +9,7 @@ import time
 import urllib.error
 import urllib.request
 from importlib import resources
+from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
@@ -238,3 +239,29 @@ async def test_slow_client_is_closed_4008_while_others_keep_receiving(
         assert slow.close_code == 4008
         assert got == list(range(len(got)))  # what it did get was in order, without gaps
         await fast.close()
+
+
+async def test_redis_outage_refuses_handshakes_then_asks_sockets_to_resume(
+    tmp_path: Path,
+) -> None:
+    """Without Redis handshakes get 503 and /healthz 503; after the outage sockets get 1012."""
+    server = RedisServer(tmp_path / "redis").start()
+    fast = {"GATEWAY_HEARTBEAT_MS": "100", "GATEWAY_DEAD_AFTER_MS": "500"}
+    try:
+        async with running_gateway(server.url, **fast) as gateway:
+            conn = await open_socket(gateway.port, "olga")
+            server.stop()
+            assert await _status(gateway.port, "olga", token=token("olga")) == 503
+
+            async def unhealthy() -> bool:
+                return (await asyncio.to_thread(_get, gateway.port, "/healthz"))[0] == 503
+
+            await eventually(unhealthy, what="/healthz 503 during the outage")
+            server = RedisServer(tmp_path / "redis", port=server.port).start()
+            async with asyncio.timeout(10):
+                await conn.wait_closed()
+            assert conn.close_code == 1012
+            conn = await open_socket(gateway.port, "olga")
+            await conn.close()
+    finally:
+        server.stop()

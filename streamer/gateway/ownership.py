@@ -29,7 +29,7 @@ log = logging.getLogger(__name__)
 # Per-gateway keys outlive a crashed gateway by this long, then vanish on their own.
 GATEWAY_KEYS_TTL_S = 86400
 _CLEANUP_CHUNK = 500
-_RETRY_S = 0.5
+_RETRY_FIRST_S, _RETRY_MAX_S = 0.2, 5.0
 
 
 def users_key(keys: Keys, gateway_id: str) -> str:
@@ -51,6 +51,7 @@ class OwnershipBook:
         self._wakeup = asyncio.Event()
         self._idle = asyncio.Event()
         self._idle.set()
+        self._retry_s = _RETRY_FIRST_S
 
     def count(self, user_id: str) -> int:
         return self._counts.get(user_id, 0)
@@ -113,13 +114,15 @@ class OwnershipBook:
         try:
             await pipe.execute()
         except (RedisError, OSError) as exc:
-            log.warning("ownership write failed (%s); retrying", exc)
+            log.warning("ownership write failed (%s); retrying in %.1fs", exc, self._retry_s)
             self._dirty |= users
             for waiter in waiters:
                 if not waiter.done():
                     waiter.set_exception(exc)
-            await asyncio.sleep(_RETRY_S)
+            await asyncio.sleep(self._retry_s)
+            self._retry_s = min(self._retry_s * 2, _RETRY_MAX_S)
             return
+        self._retry_s = _RETRY_FIRST_S
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)

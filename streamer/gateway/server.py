@@ -48,9 +48,9 @@ log = logging.getLogger(__name__)
 _HTTP_TOO_MANY = 429
 _HTTP_UNAVAILABLE = 503
 _CLOSE_INTERNAL = 1011
-# Headroom above the send-buffer bound: one more frame always fits under websockets' write
-# limit, so send() never waits on drain() (the bound is enforced before each send).
-_WRITE_LIMIT_HEADROOM = 1 << 20
+# The send-buffer bound is enforced by Session before each send; websockets' own flow
+# control must never make send() wait on drain(), or one slow socket would stall the fan-out.
+_NEVER_PAUSE_WRITES = 1 << 40
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,19 +100,18 @@ class Gateway:
             ping_interval=s.sockets.ping_interval_s,
             ping_timeout=s.sockets.ping_timeout_s,
             close_timeout=s.sockets.close_timeout_s,
-            write_limit=s.sockets.send_buffer_bytes + _WRITE_LIMIT_HEADROOM,
+            write_limit=_NEVER_PAUSE_WRITES,
             start_serving=False,
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
-        stale = await self._book.clear()
-        if stale:
-            log.info("removed %d stale ownership entries of gateway %s", stale, self.gateway_id)
-        await self._inbox.start_at_end()
         self._presence = Presence(
             self._redis, self._keys, self.gateway_id, self.port, int(time.time() * 1000)
         )
-        await self._presence.beat(0, 0)
-        self._last_beat = time.monotonic()
+        try:
+            await self._prepare()
+        except BaseException:
+            self._server.close()
+            raise
         self._tasks = [
             asyncio.create_task(self._book.run()),
             asyncio.create_task(self._inbox.run()),
@@ -120,6 +119,14 @@ class Gateway:
         ]
         await self._server.start_serving()
         log.info("gateway %s listening on %s:%d", self.gateway_id, s.host, self.port)
+
+    async def _prepare(self) -> None:
+        stale = await self._book.clear()
+        if stale:
+            log.info("removed %d stale ownership entries of gateway %s", stale, self.gateway_id)
+        await self._inbox.start_at_end()
+        await self._presence.beat(0, 0)
+        self._last_beat = time.monotonic()
 
     async def stop(self) -> None:
         """Close sockets with 1001, remove this gateway's ownership and presence."""
