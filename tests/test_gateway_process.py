@@ -33,8 +33,8 @@ def spawn(redis_server: RedisServer, tmp_path: Path) -> Iterator[Spawn]:
     started: list[GatewayProcess] = []
 
     def start(gateway_id: str) -> GatewayProcess:
-        started.append(GatewayProcess(redis_server.url, gateway_id, tmp_path).start())
-        return started[-1]
+        started.append(GatewayProcess(redis_server.url, gateway_id, tmp_path))
+        return started[-1].start()
 
     yield start
     for process in started:

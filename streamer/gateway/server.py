@@ -50,7 +50,7 @@ _HTTP_UNAVAILABLE = 503
 _CLOSE_INTERNAL = 1011
 # The send-buffer bound is enforced by Session before each send; websockets' own flow
 # control must never make send() wait on drain(), or one slow socket would stall the fan-out.
-_NEVER_PAUSE_WRITES = 1 << 40
+_NEVER_PAUSE_WRITES = (1 << 31) - 1  # uvloop takes a C int
 
 
 @dataclass(frozen=True, slots=True)

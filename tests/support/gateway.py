@@ -153,7 +153,11 @@ class GatewayProcess:
                 stderr=subprocess.STDOUT,
                 cwd=os.getcwd(),
             )
-        wait_for(self._healthy, timeout=15, what=f"gateway {self.gateway_id} /healthz")
+        try:
+            wait_for(self._healthy, timeout=15, what=f"gateway {self.gateway_id} /healthz")
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def _healthy(self) -> bool:
