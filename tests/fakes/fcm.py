@@ -13,6 +13,7 @@ error JSON (google.rpc status, FcmError details, Retry-After) by device-token pr
     revoke     401 UNAUTHENTICATED on the first request (the access token presented is
                revoked), then 200 for a new token
     flaky      503 on the first request for the token, then 200
+    unsteady   the same as flaky (the APNs fake accepts it: for tests where only FCM fails)
     slow       held until ``release()``, then 200
     else       200 {"name": "projects/<id>/messages/<n>"}
 """
@@ -95,7 +96,7 @@ class FakeFcm:
         if token.startswith("revoke") and first:
             self._access.pop(access, None)
             return _error(401, "UNAUTHENTICATED", "Request had invalid authentication credentials.")
-        if token.startswith("flaky") and first:
+        if token.startswith(("flaky", "unsteady")) and first:
             return _error(503, "UNAVAILABLE", "The service is unavailable.", "UNAVAILABLE")
         if token.startswith("slow"):
             return self._held(token)

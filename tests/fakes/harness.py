@@ -1,0 +1,149 @@
+"""Helpers for tests against the fake push providers (fixtures: tests.fakes.plugin).
+
+Each fake runs in its own thread with its own event loop; tests read its counters after
+waiting on a condition, and make device tokens unique per test so state never leaks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
+
+from streamer.push.factory import build_push_senders
+from streamer.settings import Env
+from streamer.worker.main import Worker
+from streamer.worker.settings import WorkerSettings
+from tests.fakes.apns import FakeApns
+from tests.fakes.certs import (
+    APNS_KEY_ID,
+    APNS_TEAM_ID,
+    APNS_TOPIC,
+    FCM_PROJECT_ID,
+    PushCredentials,
+)
+from tests.fakes.fcm import FakeFcm
+from tests.fakes.h2server import ServerThread
+from tests.support.events import KEYS
+
+App = TypeVar("App", FakeApns, FakeFcm)
+
+
+@dataclass
+class Fake(Generic[App]):
+    app: App
+    server: ServerThread
+    service_account: Path | None = None  # FCM: a service-account file for this fake
+
+    @property
+    def endpoint(self) -> str:
+        return f"127.0.0.1:{self.server.port}"
+
+    def run(self, method: str) -> None:
+        """Call app.<method>() on the fake's loop and wait until it ran."""
+        done = threading.Event()
+
+        def call() -> None:
+            getattr(self.app, method)()
+            done.set()
+
+        self.server.call(call)
+        assert done.wait(5), f"fake did not run {method}"
+
+
+def token(prefix: str) -> str:
+    """A device token unique to the calling test, with a behaviour prefix."""
+    return f"{prefix}-{uuid.uuid4().hex}"
+
+
+def push_env(
+    redis_url: str,
+    credentials: PushCredentials,
+    apns: Fake[FakeApns] | None = None,
+    fcm: Fake[FakeFcm] | None = None,
+    **overrides: str,
+) -> dict[str, str]:
+    """Environment for build_push_senders / the worker, pointing at the fakes."""
+    env = {
+        "REDIS_URL": redis_url,
+        "METRICS_PORT": "0",
+        "BLOCK_MS": "50",
+        "WORKER_ID": "w-push",
+        "PUSH_CA_FILE": str(credentials.ca_file),
+        "PUSH_TIMEOUT_S": "5",
+    }
+    if apns is not None:
+        env.update(
+            ENABLE_APNS_PUSH="true",
+            APNS_ENDPOINT=apns.endpoint,
+            APNS_CERT_FILE=str(credentials.apns_key_file),
+            APNS_KEY_ID=APNS_KEY_ID,
+            APNS_TEAM_ID=APNS_TEAM_ID,
+            APNS_TOPIC=APNS_TOPIC,
+        )
+    if fcm is not None:
+        assert fcm.service_account is not None
+        env.update(
+            ENABLE_FCM_PUSH="true",
+            FCM_ENDPOINT=f"https://{fcm.endpoint}",
+            FCM_SERVICE_ACCOUNT_FILE=str(fcm.service_account),
+            FCM_PROJECT_ID=FCM_PROJECT_ID,
+        )
+    env.update(overrides)
+    return env
+
+
+@contextlib.asynccontextmanager
+async def push_worker(redis: aioredis.Redis, env: dict[str, str]) -> AsyncIterator[Worker]:
+    """A worker with the push senders the environment enables; senders closed after."""
+    senders = build_push_senders(Env(env))
+    try:
+        yield Worker(redis, WorkerSettings.from_env(Env(env)), senders)
+    finally:
+        for sender in senders.values():
+            await sender.close()
+
+
+def push_event(device_token: str, channels: list[str], n: int = 0, **data: Any) -> bytes:
+    body = {
+        "user_id": f"u{n}",
+        "event_type": "ai_generation_done",
+        "data": {"title": "Your image is ready", "body": "Tap to open", "n": n, **data},
+        "target_channels": channels,
+        "device_token": device_token,
+    }
+    return json.dumps(body).encode()
+
+
+async def until(condition: Callable[[], Awaitable[bool]], what: str, within_s: float = 10) -> None:
+    """Poll an async condition until it holds; fail naming what was awaited."""
+    deadline = time.monotonic() + within_s
+    while not await condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {within_s}s waiting for {what}")
+        await asyncio.sleep(0.02)
+
+
+def metric(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def fates(redis: aioredis.Redis) -> dict[str, tuple[str, str]]:
+    """Device token -> ("dlq", reason) or ("feedback", reason), from what the worker wrote."""
+    seen: dict[str, tuple[str, str]] = {}
+    for _, fields in await redis.xrange(KEYS.dlq):
+        token = json.loads(fields[b"payload"])["device_token"]
+        seen[token] = ("dlq", fields[b"reason"].decode())
+    for _, fields in await redis.xrange(KEYS.feedback):
+        seen[fields[b"token"].decode()] = ("feedback", fields[b"reason"].decode())
+    return seen
