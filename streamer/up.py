@@ -66,6 +66,8 @@ def handle(args: argparse.Namespace) -> int:
         redis.start()
         base_env["REDIS_URL"] = redis.url
         print(f"embedded redis-server at {redis.url} (data in {redis.data_dir})", flush=True)
+    # The local stack is where people try the demo page; DEMO_MODE=0 still turns it off.
+    base_env.setdefault("DEMO_MODE", "1")
     gateway_hint = prepare_local_gateway(base_env)
     children: list[tuple[ProcessSpec, subprocess.Popen[bytes]]] = []
     stopping = False

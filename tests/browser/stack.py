@@ -71,14 +71,19 @@ class Gateway:
         assert self.process is not None
         if self.process.poll() is not None:
             raise AssertionError(f"gateway exited with {self.process.returncode}")
-        connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=1)
-        try:
-            connection.request("GET", "/healthz")
-            return connection.getresponse().status == 200
-        except OSError:
-            return False
-        finally:
-            connection.close()
+        return healthy(self.port)
+
+
+def healthy(port: int) -> bool:
+    """True when a gateway on this port answers /healthz with 200."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=1)
+    try:
+        connection.request("GET", "/healthz")
+        return connection.getresponse().status == 200
+    except OSError:
+        return False
+    finally:
+        connection.close()
 
 
 def publish(client: syncredis.Redis, user_id: str, event_type: str, data: dict[str, Any]) -> str:
