@@ -9,11 +9,13 @@ from collections.abc import Callable
 
 import pytest
 import redis.asyncio as aioredis
+from redis import Redis as SyncRedis
+from redis.exceptions import ResponseError
 
 from streamer.replay import runner
 from streamer.replay.cli import register, replay_command
 from streamer.replay.entries import EntryFilter
-from streamer.replay.ids import MAX_ID, MIN_ID
+from streamer.replay.ids import MAX_ID, MIN_ID, parse_id, successor
 from streamer.worker.main import Worker
 from tests.support.events import KEYS, add_events, payload, user_log_numbers, worker_settings
 from tests.support.servers import RedisServer
@@ -197,3 +199,31 @@ async def test_stopped_replay_resumes_without_loss_or_double(redis: aioredis.Red
     await runner.run(redis, rest, second, StopAfterPages(never, -1), never)
     assert second.finished and second.matched == 15
     assert await replayed_origins(redis) == ids
+
+
+class BreakTarget:
+    """A progress reporter that turns the ingress stream into a string after the first page."""
+
+    def __init__(self, url: str) -> None:
+        self.client = SyncRedis.from_url(url)
+
+    def update(self, scanned: int, matched: int) -> None:
+        self.client.delete(KEYS.stream)
+        self.client.set(KEYS.stream, "not a stream")
+
+
+async def test_failed_page_does_not_advance_the_resume_position(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
+    """When appending a page fails, the reported position stays after the last good page."""
+    await redis.xadd(KEYS.stream, {"payload": payload("u0", 0)})
+    ids = [(await redis.xadd(KEYS.dlq, {"payload": payload("u1", n)})).decode() for n in range(25)]
+    plan = runner.ReplayPlan(KEYS.dlq, KEYS.stream, MIN_ID, MAX_ID, EntryFilter(), True, batch=10)
+    plan, _ = await runner.freeze(redis, plan)
+    state, breaker = runner.ReplayState(), BreakTarget(redis_server.url)
+    try:
+        with pytest.raises(ResponseError, match="WRONGTYPE"):
+            await runner.run(redis, plan, state, breaker, asyncio.Event())
+    finally:
+        breaker.client.close()
+    assert (state.matched, str(state.resume_from(plan))) == (10, str(successor(parse_id(ids[9]))))

@@ -113,6 +113,11 @@ async def replay_command(
         progress.close()
         print(_aborted(args, plan, state), file=out)
         return EXIT_INTERRUPTED
+    except RedisError as exc:
+        progress.close()
+        print(f"streamer replay: redis error: {exc}", file=err)
+        print(_aborted(args, plan, state), file=out)
+        return 1
     progress.close()
     return _report(args, plan, state, time.monotonic() - started, out)
 
@@ -141,10 +146,11 @@ def _report(
 
 
 def _aborted(args: argparse.Namespace, plan: ReplayPlan, state: ReplayState) -> str:
-    # Cancelled mid-page: that page's transaction may or may not have been applied.
+    # Stopped mid-page: the page in flight may or may not have been appended.
+    resume = resume_command(args, state.resume_from(plan), plan.end)
     return (
         f"aborted after {state.matched} entries written; the page in flight may or may not "
-        f"have been written; resume with: {resume_command(args, state.resume_from(plan), plan.end)}"
+        f"have been written; resume with: {resume}"
     )
 
 

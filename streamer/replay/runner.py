@@ -1,8 +1,8 @@
-"""Carry out a replay: read the range page by page, filter, append in transactions.
+"""Carry out a replay: read the range page by page, filter, append page by page.
 
-Each page's matching entries are appended in one MULTI/EXEC, and the position advances
-only after it succeeded, so a stop between pages leaves a clean resume point: everything
-up to ``position`` is written exactly once, nothing after it.
+Each page's matching entries are appended by one atomic script call, and the position
+advances only after it succeeded, so a stop between pages leaves a clean resume point:
+everything up to ``position`` is written exactly once, nothing after it.
 """
 
 from __future__ import annotations
@@ -108,13 +108,27 @@ async def run(
     state.finished = True
 
 
+# Appends one page: ARGV holds, per entry, its number of field/value pairs, then the pairs.
+# A script rather than a MULTI of XADDs: it runs as atomically, and one command per page
+# instead of one per entry cut the replay's CPU per entry by ~40% (BENCHMARKS.md, Replay).
+_APPEND_LUA = """
+local i = 1
+while i <= #ARGV do
+    local n = tonumber(ARGV[i])
+    redis.call('XADD', KEYS[1], '*', unpack(ARGV, i + 1, i + 2 * n))
+    i = i + 1 + 2 * n
+end
+return 0
+"""
+
+
 async def _append(redis: aioredis.Redis, stream: str, batch: list[Fields]) -> None:
-    # One transaction per page: the page is written whole or not at all, so the resume
-    # position is exact even if the connection drops mid-page.
-    pipe = redis.pipeline(transaction=True)
+    args: list[bytes | int] = []
     for fields in batch:
-        pipe.xadd(stream, fields)  # type: ignore[arg-type]
-    await pipe.execute()
+        args.append(len(fields))
+        for name, value in fields.items():
+            args += [name, value]
+    await redis.register_script(_APPEND_LUA)(keys=[stream], args=args)
 
 
 async def _stopped(stop: asyncio.Event, pause: float) -> bool:
