@@ -59,7 +59,7 @@ class BatchProcessor:
         self._senders = senders
         self._consumer = consumer
         self._delivery = delivery
-        self._max_inflight = push_concurrency * INFLIGHT_PER_SLOT
+        self._capacity = asyncio.Semaphore(push_concurrency * INFLIGHT_PER_SLOT)
         self._inflight: set[asyncio.Task[Settlement]] = set()
         self._inflight_ids: set[str] = set()
 
@@ -197,8 +197,7 @@ class BatchProcessor:
     ) -> Deferred:
         """Start the pushes of one entry in a detached task, waiting first while too many
         entries are in flight (backpressure on reading)."""
-        while len(self._inflight) >= self._max_inflight:
-            await asyncio.wait(self._inflight, return_when=asyncio.FIRST_COMPLETED)
+        await self._capacity.acquire()
         task = asyncio.create_task(self._push_and_decide(entry, event, results, jobs))
         self._inflight.add(task)
         self._inflight_ids.add(entry.entry_id)
@@ -208,6 +207,7 @@ class BatchProcessor:
     def _landed(self, entry_id: str, task: asyncio.Task[Settlement]) -> None:
         self._inflight.discard(task)
         self._inflight_ids.discard(entry_id)
+        self._capacity.release()
 
     async def _push_and_decide(
         self, entry: RawEntry, event: Event, results: list[ChannelResult], jobs: list[PushJob]
@@ -270,4 +270,5 @@ def _inbox_delivery(gateway_id: str, event: Event, appended: Appended) -> InboxD
         event_type=event.payload.event_type,
         content=encode_content(event.payload),
         ingress_ms=entry_ms(event.entry_id),
+        prev_id=appended.prev_id,
     )
