@@ -1,7 +1,7 @@
 """The gateway's durable inbox ``gw:<gid>``: read (blocking, batched), hand over, trim.
 
 Workers XADD one entry per delivery with fields ``uid``, ``id`` (user-log id), ``type``,
-``content`` (raw JSON) and ``ts`` (ingress entry ms). The reader starts at the current end:
+``content`` (raw JSON), ``ts`` (ingress entry ms) and ``prev`` (the user-log id before it). The reader starts at the current end:
 entries written before this process started were for sockets of an earlier incarnation.
 """
 
@@ -30,6 +30,7 @@ class InboxEntry:
     event_type: str
     content: bytes
     ingress_ms: int
+    prev: StreamId | None = None  # the log entry before this one (older workers omit it)
 
 
 def parse_inbox_entry(fields: dict[bytes, bytes]) -> InboxEntry | None:
@@ -46,6 +47,7 @@ def parse_inbox_entry(fields: dict[bytes, bytes]) -> InboxEntry | None:
             event_type=fields[b"type"].decode(),
             content=fields[b"content"],
             ingress_ms=int(fields.get(b"ts", b"0")),
+            prev=parse_id(fields.get(b"prev", b"").decode()),
         )
     except (KeyError, UnicodeDecodeError, ValueError):
         return None

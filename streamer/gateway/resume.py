@@ -40,10 +40,21 @@ def successor(sid: StreamId) -> StreamId:
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One event frame for a socket: its user-log id and the encoded bytes."""
+    """One event frame for a socket: its user-log id and the encoded bytes.
+
+    ``prev`` is the log entry that preceded this one when it was appended (live deliveries
+    only): a socket whose last sent id is below it has missed something in between.
+    """
 
     sid: StreamId
     data: bytes
+    prev: StreamId | None = None
+
+
+def has_gap(frame: Frame, last_sent: StreamId | None) -> bool:
+    """True when ``frame`` overtook an entry the socket has not had yet: two workers
+    appending for one user can reach the inboxes in the opposite order of the log."""
+    return frame.prev is not None and last_sent is not None and frame.prev > last_sent
 
 
 @dataclass(frozen=True, slots=True)

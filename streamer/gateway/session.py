@@ -29,7 +29,17 @@ from streamer.gateway.protocol import (
     parse_client_frame,
     recovery_frame,
 )
-from streamer.gateway.resume import Frame, StreamId, fetch_count, merge, parse_id, plan_resume
+from streamer.gateway.resume import (
+    Frame,
+    StreamId,
+    fetch_count,
+    format_id,
+    has_gap,
+    merge,
+    parse_id,
+    plan_resume,
+    successor,
+)
 from streamer.gateway.settings import SocketSettings
 from streamer.schemas import socket_frame
 
@@ -168,6 +178,8 @@ class Session:
             self._close_slow()
 
     async def _send(self, frame: Frame) -> bool:
+        if has_gap(frame, self.last_sent):
+            await self._fill_gap(frame)
         if self.last_sent is not None and frame.sid <= self.last_sent:
             return False
         if not self._writable():
@@ -179,6 +191,14 @@ class Session:
             return False
         metrics.MESSAGES_SENT.inc()
         return True
+
+    async def _fill_gap(self, frame: Frame) -> None:
+        """Send, from the user log, the entries between the last one sent and ``frame``."""
+        assert self.last_sent is not None
+        start = format_id(successor(self.last_sent))
+        for missing in await self._read_log(self.user_id, start, self._settings.max_replay):
+            if missing.sid >= frame.sid or not await self._send(missing):
+                break
 
     async def _send_control(self, data: bytes) -> None:
         if self._writable():
@@ -253,7 +273,9 @@ class Hub:
             sessions = self._by_user.get(entry.user_id)
             if not sessions:
                 continue
-            frame = Frame(entry.sid, socket_frame(entry.log_id, entry.event_type, entry.content))
+            frame = Frame(
+                entry.sid, socket_frame(entry.log_id, entry.event_type, entry.content), entry.prev
+            )
             for session in tuple(sessions):
                 await session.push(frame)
             if entry.ingress_ms:

@@ -24,6 +24,7 @@ class Appended:
     log_id: str
     duplicate: bool
     owners: tuple[str, ...]
+    prev_id: str = ""  # the log entry before this one when it was appended ("" if unknown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +35,7 @@ class InboxDelivery:
     event_type: str
     content: bytes
     ingress_ms: int
+    prev_id: str = ""
 
 
 class UserLogWriter:
@@ -92,6 +94,7 @@ class UserLogWriter:
                     "type": d.event_type,
                     "content": d.content,
                     "ts": str(d.ingress_ms),
+                    "prev": d.prev_id,
                 },
                 maxlen=self._settings.inbox_max_len,
                 approximate=True,
@@ -111,8 +114,9 @@ def _appended(reply: object) -> Appended | Exception:
     if isinstance(reply, Exception):
         return reply
     assert isinstance(reply, list)
-    log_id, duplicate, *owners = reply
-    return Appended(log_id.decode(), bool(int(duplicate)), tuple(o.decode() for o in owners))
+    log_id, duplicate, prev, *owners = reply
+    owner_ids = tuple(o.decode() for o in owners)
+    return Appended(log_id.decode(), bool(int(duplicate)), owner_ids, prev.decode())
 
 
 class LiveGateways:
