@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -100,15 +101,15 @@ async def list_entries(
         print(f"no dead letters ({keys.dlq} does not exist)", file=term.out)
         return 0
     entry_filter, shown = EntryFilter(reason=args.reason), 0
-    async for page in source.pages(redis, keys.dlq, MIN_ID, MAX_ID, 500):
-        for entry_id, fields in page:
-            if entry_filter.matches(fields):
-                print(_row(entry_id, fields), file=term.out)
-                shown += 1
-                if shown >= args.limit:
-                    break
-        if shown >= args.limit:
-            break
+    entries = source.pages(redis, keys.dlq, MIN_ID, MAX_ID, 500)
+    async with contextlib.aclosing(entries):
+        async for page in entries:
+            for entry_id, fields in page:
+                if shown < args.limit and entry_filter.matches(fields):
+                    print(_row(entry_id, fields), file=term.out)
+                    shown += 1
+            if shown >= args.limit:
+                break
     total = await redis.xlen(keys.dlq)
     which = f" with reason {args.reason}" if args.reason else ""
     print(f"{shown} shown{which}; {total} dead letters in {keys.dlq}", file=term.out)

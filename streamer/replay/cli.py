@@ -66,9 +66,16 @@ def plan_from_args(args: argparse.Namespace, keys: Keys, now_ms: int) -> ReplayP
     src = source_key(args.source, keys)
     entry_filter = EntryFilter(user=args.user, event_type=args.event_type, channel=args.channel)
     return ReplayPlan(
-        src, keys.stream, start, end, entry_filter, src == keys.dlq,
-        args.dry_run, args.batch, args.rate,
-    )  # fmt: skip
+        source=src,
+        target=keys.stream,
+        start=start,
+        end=end,
+        filter=entry_filter,
+        from_dlq=src == keys.dlq,
+        dry_run=args.dry_run,
+        batch=args.batch,
+        rate=args.rate,
+    )
 
 
 def resume_command(args: argparse.Namespace, resume: StreamId, end: StreamId) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,14 +63,7 @@ async def freeze(redis: aioredis.Redis, plan: ReplayPlan) -> tuple[ReplayPlan, E
         await source.check_appendable(redis, plan.target)
     end = plan.end if shape.last is None else min(plan.end, shape.last)
     estimate = estimate_entries(plan.start, end, shape.first, shape.last, shape.length)
-    return _with_end(plan, end), estimate
-
-
-def _with_end(plan: ReplayPlan, end: StreamId) -> ReplayPlan:
-    return ReplayPlan(
-        plan.source, plan.target, plan.start, end, plan.filter, plan.from_dlq,
-        plan.dry_run, plan.batch, plan.rate, plan.sample_size,
-    )  # fmt: skip
+    return dataclasses.replace(plan, end=end), estimate
 
 
 async def run(
