@@ -56,6 +56,10 @@ class Keys:
     def inbox(self, gateway_id: str) -> str:
         return f"{self.prefix}gw:{gateway_id}"
 
+    def gateway_users(self, gateway_id: str) -> str:
+        """Set of users a gateway holds ownership entries for (cleaned when it restarts)."""
+        return f"{self.prefix}gwusers:{gateway_id}"
+
     def gateway_info(self, gateway_id: str) -> str:
         """Hash written with each gateway heartbeat: sockets, users, host, port, started_ms."""
         return f"{self.prefix}gwinfo:{gateway_id}"

@@ -189,3 +189,13 @@ def test_socket_paths_and_client_frames() -> None:
         "recovered": True,
         "replayed": 3,
     }
+
+
+def test_close_code_label_is_bounded() -> None:
+    """Known close codes keep their number as a label; anything a client invents is "other"."""
+    from streamer.gateway.protocol import close_code_label
+
+    assert close_code_label(4008) == "4008"
+    assert close_code_label(1001) == "1001"
+    assert close_code_label(4999) == "other"
+    assert close_code_label(3000) == "other"

@@ -123,6 +123,8 @@ async def test_sigterm_finishes_the_batch_in_flight_and_exits_zero(
         stop(worker)
     assert int(client.xpending(KEYS.stream, KEYS.group)["pending"]) == 0
     assert client.zscore(KEYS.workers, "graceful") is None
+    consumers = [c["name"] for c in client.xinfo_consumers(KEYS.stream, KEYS.group)]
+    assert b"graceful" not in consumers and "graceful" not in consumers
     read = int(client.xinfo_groups(KEYS.stream)[0]["entries-read"])
     delivered = sum(client.xlen(KEYS.user_log(f"u{u}")) for u in range(USERS))
     assert delivered == read

@@ -1,8 +1,9 @@
 """The gateway's durable inbox ``gw:<gid>``: read (blocking, batched), hand over, trim.
 
 Workers XADD one entry per delivery with fields ``uid``, ``id`` (user-log id), ``type``,
-``content`` (raw JSON), ``ts`` (ingress entry ms) and ``prev`` (the user-log id before it). The reader starts at the current end:
-entries written before this process started were for sockets of an earlier incarnation.
+``content`` (raw JSON), ``ts`` (ingress entry ms) and ``prev`` (the user-log id before it).
+The reader starts at the current end: entries written before this process started were for
+sockets of an earlier incarnation.
 """
 
 from __future__ import annotations

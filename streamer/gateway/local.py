@@ -8,7 +8,7 @@ from streamer.gateway.auth import mint_token
 from streamer.gateway.settings import DEFAULT_PORT
 
 DEV_USER = "demo"
-DEV_TOKEN_TTL_S = 86400
+DEV_TOKEN_TTL_S = 3600  # short-lived: mint more with `streamer token`
 
 
 def prepare_local_gateway(env: dict[str, str]) -> str:

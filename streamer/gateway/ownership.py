@@ -33,8 +33,8 @@ _RETRY_FIRST_S, _RETRY_MAX_S = 0.2, 5.0
 
 
 def users_key(keys: Keys, gateway_id: str) -> str:
-    """Set of users this gateway holds ownership entries for (request: move into Keys)."""
-    return f"{keys.prefix}gwusers:{gateway_id}"
+    """Set of users this gateway holds ownership entries for."""
+    return keys.gateway_users(gateway_id)
 
 
 class OwnershipBook:

@@ -13,6 +13,17 @@ CLOSE_TOKEN_EXPIRED = 4001  # the token's exp passed on an open socket: fetch a 
 CLOSE_SLOW_CLIENT = 4008  # the send buffer overflowed: reconnect and resume
 CLOSE_RESYNC = 1012  # this gateway may have missed deliveries: reconnect and resume
 
+# Close codes worth their own metric series; any other (a client may send anything) is "other".
+_KNOWN_CLOSE_CODES = frozenset(
+    {1000, 1001, 1002, 1003, 1005, 1006, 1007, 1008, 1009, 1011, 1012, 4001, 4008}
+)
+
+
+def close_code_label(code: int) -> str:
+    """A bounded metric label for a close code."""
+    return str(code) if code in _KNOWN_CLOSE_CODES else "other"
+
+
 # Same rule as schemas.UserId: no whitespace (URL paths), no braces (cluster hash tags).
 _USER_ID = re.compile(r"^[^\s{}/]{1,256}$")
 

@@ -35,7 +35,12 @@ from streamer.gateway.auth import (
 )
 from streamer.gateway.inbox import InboxReader
 from streamer.gateway.ownership import OwnershipBook, Presence
-from streamer.gateway.protocol import CLOSE_RESYNC, parse_socket_path, route_path
+from streamer.gateway.protocol import (
+    CLOSE_RESYNC,
+    close_code_label,
+    parse_socket_path,
+    route_path,
+)
 from streamer.gateway.resume import Frame, parse_id
 from streamer.gateway.session import Hub, Session
 from streamer.gateway.settings import GatewaySettings
@@ -270,7 +275,7 @@ class Gateway:
         finally:
             self._release(conn)
             metrics.SOCKETS_OPEN.dec()
-            metrics.SOCKETS_CLOSED.labels(str(session.close_code())).inc()
+            metrics.SOCKETS_CLOSED.labels(close_code_label(session.close_code())).inc()
 
     async def _read_log(self, user_id: str, start: str, count: int) -> list[Frame]:
         async with self._replay_slots:

@@ -300,6 +300,13 @@ class StreamConsumer:
         live set (its PEL is empty by then)."""
         await self.settled()
         await self._redis.zrem(self._keys.workers, self.name)
+        # Consumer names are per process (host-pid): drop ours, or every restart leaves one
+        # behind in XINFO CONSUMERS. Only when nothing is pending, so no entry loses its owner.
+        pending = await self._redis.xpending_range(
+            self._keys.stream, self._keys.group, min="-", max="+", count=1, consumername=self.name
+        )
+        if not pending:
+            await self._redis.xgroup_delconsumer(self._keys.stream, self._keys.group, self.name)
 
 
 def _decision(item: Deferred) -> Settlement:
