@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import os
 import subprocess
@@ -27,7 +28,7 @@ from pathlib import Path
 import redis.asyncio as aioredis
 import uvloop
 
-from benchmarks.common import machine, private_redis
+from benchmarks.common import cpu_seconds, machine, private_redis
 from streamer.push.base import PushRequest, PushSender
 from streamer.push.factory import build_push_senders
 from streamer.schemas import Channel, NotificationPayload, push_content
@@ -47,19 +48,21 @@ class Result:
     pushes: int
     seconds: float
     cpu_seconds: float
+    fake_cpu_seconds: float = 0.0
 
     def row(self) -> str:
         rate = self.pushes / self.seconds
         cpu_us = self.cpu_seconds / self.pushes * 1e6
+        fake_us = self.fake_cpu_seconds / self.pushes * 1e6
         return (
             f"| {self.provider} | {self.mode} | {self.pushes:,} | {self.seconds:.2f} "
-            f"| {rate:,.0f} | {cpu_us:,.0f} |"
+            f"| {rate:,.0f} | {cpu_us:,.0f} | {fake_us:,.0f} |"
         )
 
 
 @contextmanager
-def fake_process(kind: str, directory: Path) -> Iterator[int]:
-    """A fake provider in its own process; yields its port."""
+def fake_process(kind: str, directory: Path) -> Iterator[tuple[int, int]]:
+    """A fake provider in its own process; yields its port and pid."""
     process = subprocess.Popen(
         [sys.executable, "-m", "tests.fakes", kind, str(directory)],
         stdin=subprocess.PIPE,
@@ -68,7 +71,7 @@ def fake_process(kind: str, directory: Path) -> Iterator[int]:
     )
     try:
         assert process.stdout is not None
-        yield int(process.stdout.readline().split()[1])
+        yield int(process.stdout.readline().split()[1]), process.pid
     finally:
         process.terminate()
         process.wait(10)
@@ -146,7 +149,7 @@ async def run(args: argparse.Namespace, redis_url: str, credentials: PushCredent
     directory = credentials.ca_file.parent
     results: list[Result] = []
     for provider in args.providers:
-        with fake_process(provider, directory) as port:
+        with fake_process(provider, directory) as (port, pid):
             endpoint = f"127.0.0.1:{port}"
             env = push_env(redis_url, credentials, PUSH_CONCURRENCY=str(args.concurrency))
             if provider == "apns":
@@ -154,8 +157,14 @@ async def run(args: argparse.Namespace, redis_url: str, credentials: PushCredent
             else:
                 account = credentials.service_account(directory, f"https://{endpoint}/token")
                 env.update(_fcm_env(account, endpoint))
-            results.append(await through_worker(provider, env, args.pushes))
-            results.append(await sender_only(provider, env, args.pushes, args.concurrency))
+            for measure in (
+                through_worker(provider, env, args.pushes),
+                sender_only(provider, env, args.pushes, args.concurrency),
+            ):
+                fake_cpu = cpu_seconds(pid)
+                result = await measure
+                fake_used = cpu_seconds(pid) - fake_cpu
+                results.append(dataclasses.replace(result, fake_cpu_seconds=fake_used))
     report(args, results)
 
 
@@ -183,8 +192,8 @@ def report(args: argparse.Namespace, results: list[Result]) -> None:
         f"`python -m benchmarks push` ({date.today()}, {machine()}; 1-minute load average "
         f"before the run: {args.load_average:.1f}; PUSH_CONCURRENCY={args.concurrency})\n"
     )
-    print("| provider | path | pushes | seconds | pushes/s | CPU µs/push |")
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    print("| provider | path | pushes | seconds | pushes/s | CPU µs/push | fake's CPU µs/push |")
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
     for result in results:
         print(result.row())
 
