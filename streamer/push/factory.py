@@ -18,7 +18,7 @@ def build_push_senders(env: Env) -> dict[Channel, PushSender]:
     """Senders by channel. Disabled providers are absent (their pushes are skipped and
     counted). Enabled ones without credentials fail here, at start-up.
 
-    Call inside the running event loop: aioapns and httpx bind to it.
+    Call inside the running event loop: aioapns and aiohttp bind to it.
     """
     settings = PushSettings.from_env(env)
     senders: dict[Channel, PushSender] = {}

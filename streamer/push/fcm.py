@@ -1,8 +1,12 @@
-"""FCM HTTP v1 over one httpx HTTP/2 client, authorised with a service account.
+"""FCM HTTP v1 over one aiohttp session (HTTP/1.1 keep-alive pool), authorised with a
+service account.
 
-The OAuth access token comes from google-auth (the assertion is signed with the service
-account's key and posted to its ``token_uri``). google-auth is synchronous, so refreshes
-run in a thread, and start ahead of expiry so requests rarely wait for one.
+aiohttp rather than httpx: its C parser and plain connection pool cost ~0.2 ms of CPU per
+request where httpx over HTTP/2 cost ~1.3 ms (BENCHMARKS.md, "Push"); FCM serves HTTP/1.1
+and HTTP/2 alike. The OAuth access token comes from google-auth (the assertion is signed
+with the service account's key and posted to its ``token_uri``). google-auth is
+synchronous, so refreshes run in a thread, and start ahead of expiry so requests rarely
+wait for one.
 """
 
 from __future__ import annotations
@@ -11,13 +15,16 @@ import asyncio
 import enum
 import logging
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping
 from datetime import UTC
+from email.message import Message
 from ssl import SSLContext
 from typing import Any
 
+import aiohttp
 import google.auth.transport
-import httpx
 from google.auth.exceptions import GoogleAuthError, RefreshError, TransportError
 from google.oauth2 import service_account
 
@@ -34,7 +41,6 @@ log = logging.getLogger(__name__)
 
 SCOPE = "https://www.googleapis.com/auth/firebase.messaging"
 REFRESH_MARGIN_S = 300.0  # refresh this long before expiry, in the background
-HTTP_CONNECTIONS = 4  # HTTP/2 multiplexes; more only if Google caps streams per connection
 
 
 class TokenState(enum.Enum):
@@ -50,28 +56,31 @@ def token_state(expires_at: float | None, now: float, margin_s: float) -> TokenS
 
 
 class _AuthResponse(google.auth.transport.Response):
-    def __init__(self, response: httpx.Response) -> None:
-        self._response = response
+    def __init__(self, status: int, headers: Message, data: bytes) -> None:
+        self._status = status
+        self._headers = {k.lower(): v for k, v in headers.items()}
+        self._data = data
 
     @property
     def status(self) -> int:
-        return self._response.status_code
+        return self._status
 
     @property
     def headers(self) -> Mapping[str, str]:
-        return self._response.headers
+        return self._headers
 
     @property
     def data(self) -> bytes:
-        return self._response.content
+        return self._data
 
 
 class AuthTransport(google.auth.transport.Request):
-    """google-auth's HTTP hook over a synchronous httpx client (called in a thread only),
-    so the token endpoint gets the same TLS trust (PUSH_CA_FILE) as FCM itself."""
+    """google-auth's HTTP hook over the standard library (called in a thread only, and
+    rarely), so the token endpoint gets the same TLS trust (PUSH_CA_FILE) as FCM itself."""
 
     def __init__(self, ssl_context: SSLContext, timeout_s: float) -> None:
-        self._client = httpx.Client(verify=ssl_context, http2=True, timeout=timeout_s)
+        self._opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=ssl_context))
+        self._timeout_s = timeout_s
 
     def __call__(
         self,
@@ -82,20 +91,18 @@ class AuthTransport(google.auth.transport.Request):
         timeout: float | None = None,
         **kwargs: Any,
     ) -> _AuthResponse:
+        request = urllib.request.Request(url, body, dict(headers or {}), method=method)
         try:
-            response = self._client.request(
-                method,
-                url,
-                content=body,
-                headers=headers,
-                timeout=timeout or httpx.USE_CLIENT_DEFAULT,
-            )
-        except httpx.HTTPError as exc:
+            with self._opener.open(request, timeout=timeout or self._timeout_s) as response:
+                return _AuthResponse(response.status, response.headers, response.read())
+        except urllib.error.HTTPError as exc:  # an answer all the same: google-auth reads it
+            with exc:
+                return _AuthResponse(exc.code, exc.headers, exc.read())
+        except (urllib.error.URLError, OSError) as exc:
             raise TransportError(f"{type(exc).__name__}: {exc}") from exc  # type: ignore[no-untyped-call]
-        return _AuthResponse(response)
 
     def close(self) -> None:
-        self._client.close()
+        self._opener.close()
 
 
 class AccessTokens:
@@ -170,8 +177,6 @@ class FcmSender:
         self, settings: FcmSettings, push: PushSettings, clock: Callable[[], float] = time.time
     ) -> None:
         self._observer = PushObserver("fcm")
-        # httpx logs every request at INFO: one line per push would flood the worker's log.
-        logging.getLogger("httpx").setLevel(logging.WARNING)
         credentials = service_account.Credentials.from_service_account_info(  # type: ignore[no-untyped-call]
             settings.service_account, scopes=[SCOPE]
         )
@@ -179,17 +184,17 @@ class FcmSender:
         self._tokens = AccessTokens(
             credentials, self._auth_transport, self._observer.credential_refreshed, clock
         )
-        self._client = httpx.AsyncClient(
-            http2=True,
-            verify=client_context(push.ca_file),  # httpx offers h2 by ALPN itself
-            timeout=push.timeout_s,
-            limits=httpx.Limits(
-                max_connections=HTTP_CONNECTIONS, max_keepalive_connections=HTTP_CONNECTIONS
-            ),
+        # One keep-alive connection per request in flight at most (PUSH_CONCURRENCY).
+        connector = aiohttp.TCPConnector(
+            limit=push.concurrency, ssl=client_context(push.ca_file, ("http/1.1",))
         )
-        self._url = httpx.URL(
-            f"{settings.endpoint}/v1/projects/{settings.project_id}/messages:send"
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            timeout=aiohttp.ClientTimeout(total=push.timeout_s),
+            auto_decompress=False,  # we ask for no compression; a body stays as sent
+            skip_auto_headers=("User-Agent",),
         )
+        self._url = f"{settings.endpoint}/v1/projects/{settings.project_id}/messages:send"
         self._slots = asyncio.Semaphore(push.concurrency)
         self._timeout_s = push.timeout_s
 
@@ -220,21 +225,21 @@ class FcmSender:
             return auth_failure(exc), None
         started = time.perf_counter()
         try:
-            async with asyncio.timeout(self._timeout_s):
-                response = await self._client.post(
-                    self._url,
-                    content=body,
-                    headers={"authorization": header, "content-type": "application/json"},
-                )
+            async with self._session.post(
+                self._url,
+                data=body,
+                headers={"authorization": header, "content-type": "application/json"},
+            ) as response:
+                content = await response.read()
         except TimeoutError:
             return fcm_connection_failure(f"no answer within {self._timeout_s}s"), header
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             return fcm_connection_failure(f"{type(exc).__name__} {exc}".strip()), header
         finally:
             self._observer.request_done(time.perf_counter() - started)
         retry_after = response.headers.get("retry-after")
-        return fcm_verdict(response.status_code, response.content, retry_after, time.time()), header
+        return fcm_verdict(response.status, content, retry_after, time.time()), header
 
     async def close(self) -> None:
-        await self._client.aclose()
+        await self._session.close()
         self._auth_transport.close()

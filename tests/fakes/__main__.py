@@ -12,6 +12,7 @@ import signal
 import sys
 from pathlib import Path
 
+from tests.fakes import h1server, h2server
 from tests.fakes.apns import FakeApns
 from tests.fakes.certs import (
     APNS_KEY_ID,
@@ -21,7 +22,7 @@ from tests.fakes.certs import (
     FCM_PROJECT_ID,
 )
 from tests.fakes.fcm import FakeFcm
-from tests.fakes.h2server import Handler, ServerStats, serve, server_context
+from tests.fakes.h2server import Handler, ServerStats
 
 
 def _handler(kind: str, directory: Path) -> Handler:
@@ -33,8 +34,10 @@ def _handler(kind: str, directory: Path) -> Handler:
 
 
 async def _main(kind: str, directory: Path) -> None:
-    context = server_context(directory / "server.pem", directory / "server.key")
-    server = await serve(_handler(kind, directory), context, ServerStats())
+    # APNs speaks HTTP/2 only; the FCM sender uses HTTP/1.1 (streamer.push.fcm).
+    http = h2server if kind == "apns" else h1server
+    context = http.server_context(directory / "server.pem", directory / "server.key")
+    server = await http.serve(_handler(kind, directory), context, ServerStats())
     print(f"port {server.sockets[0].getsockname()[1]}", flush=True)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()

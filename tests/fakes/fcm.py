@@ -1,4 +1,4 @@
-"""A fake FCM HTTP v1 API and its OAuth 2.0 token endpoint, on one HTTP/2 server.
+"""A fake FCM HTTP v1 API and its OAuth 2.0 token endpoint, on one HTTP/1.1 server.
 
 ``POST /token`` checks the RS256 JWT-bearer assertion against the test service account's
 public key (issuer, audience, scope, lifetime) and issues an access token.

@@ -30,7 +30,7 @@ class Request:
     path: str
     headers: dict[str, str]
     body: bytes
-    connection: int  # which connection it came on (numbered from 1)
+    connection: int  # which connection it came on (numbered from 1; 0 over HTTP/1.1)
 
 
 @dataclass(frozen=True)
@@ -160,27 +160,34 @@ async def serve(
     )
 
 
-class ServerThread:
-    """Runs a handler's server on its own event loop in a daemon thread."""
+Serve = Callable[[Handler, ssl.SSLContext, ServerStats], Awaitable[asyncio.Server]]
 
-    def __init__(self, handler: Handler, context: ssl.SSLContext) -> None:
+
+class ServerThread:
+    """Runs a handler's server (HTTP/2 here, or tests.fakes.h1server.serve) on its own
+    event loop in a daemon thread."""
+
+    def __init__(self, handler: Handler, context: ssl.SSLContext, serve: Serve = serve) -> None:
         self._handler = handler
         self._context = context
+        self._serve = serve
         self.stats = ServerStats()
         self.port = 0
         self._loop = asyncio.new_event_loop()
         self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="fake-h2", daemon=True)
+        self._thread = threading.Thread(target=self._run, name="fake-http", daemon=True)
 
     def start(self) -> ServerThread:
         self._thread.start()
         if not self._ready.wait(10):
-            raise RuntimeError("fake HTTP/2 server did not start")
+            raise RuntimeError("fake HTTP server did not start")
         return self
 
     def _run(self) -> None:
         asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(serve(self._handler, self._context, self.stats))
+        server = self._loop.run_until_complete(
+            self._serve(self._handler, self._context, self.stats)
+        )
         self.port = server.sockets[0].getsockname()[1]
         self._ready.set()
         self._loop.run_forever()

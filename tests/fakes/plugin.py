@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.fakes import h1server
 from tests.fakes.apns import FakeApns
 from tests.fakes.certs import (
     APNS_KEY_ID,
@@ -44,8 +45,8 @@ def fake_fcm(
     push_credentials: PushCredentials, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Fake[FakeFcm]]:
     app = FakeFcm(push_credentials.fcm_public_pem, FCM_CLIENT_EMAIL, FCM_PROJECT_ID)
-    context = server_context(push_credentials.cert_file, push_credentials.key_file)
-    server = ServerThread(app.handle, context).start()
+    context = h1server.server_context(push_credentials.cert_file, push_credentials.key_file)
+    server = ServerThread(app.handle, context, h1server.serve).start()
     account = push_credentials.service_account(
         tmp_path_factory.mktemp("fcm"), f"https://127.0.0.1:{server.port}/token"
     )
