@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 from typing import Any
 
 import jwt
 import pytest
+from hpack.huffman import HuffmanEncoder
+from hpack.huffman_constants import REQUEST_CODES, REQUEST_CODES_LENGTH
 
 from streamer.errors import ConfigError
 from streamer.policy import Outcome
@@ -15,6 +18,7 @@ from streamer.push.apns import ProviderToken, jwt_due
 from streamer.push.base import PushRequest
 from streamer.push.factory import build_push_senders
 from streamer.push.fcm import TokenState, token_state
+from streamer.push.huffman import CachedHuffmanEncoder, huffman_encode
 from streamer.push.observe import Throttle
 from streamer.push.outcomes import Kind, Verdict, apns_verdict, fcm_verdict, retry_after_ms
 from streamer.push.payloads import ApnsNotification, apns_notification, fcm_message
@@ -347,3 +351,16 @@ def test_fcm_settings_name_what_is_missing(credentials: PushCredentials, tmp_pat
 def test_push_disabled_builds_no_senders() -> None:
     """With both providers off the factory returns no senders (pushes are skipped)."""
     assert build_push_senders(Env({})) == {}
+
+
+def test_huffman_encoder_matches_hpack_byte_for_byte() -> None:
+    """The faster HPACK Huffman coder (cached or not) produces exactly hpack's output."""
+    reference = HuffmanEncoder(REQUEST_CODES, REQUEST_CODES_LENGTH)
+    cached = CachedHuffmanEncoder()
+    rng = random.Random(7)
+    values = [bytes(range(256)), b"bearer " + b"eyJ" * 80, b"", b"a"]
+    values += [rng.randbytes(rng.randrange(1, 400)) for _ in range(500)]
+    for value in values + values:  # the second pass answers long values from the cache
+        if value:
+            assert huffman_encode(value) == reference.encode(value)
+        assert cached.encode(value) == reference.encode(value)

@@ -2,8 +2,8 @@
 
 aioapns has no host parameter and mints a provider JWT for every new connection. This
 adapter gives its connection pool one long-lived ProviderToken shared by all connections
-and an endpoint (a subclass of its TLS protocol with APNS_SERVER / APNS_PORT set), and maps
-its answers and exceptions to Verdicts once, here.
+and an endpoint (a subclass of its TLS protocol with APNS_SERVER / APNS_PORT set, and
+cheaper per request), and maps its answers and exceptions to Verdicts once, here.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from functools import partial
 from ssl import SSLContext
-from typing import cast
+from typing import Any, cast
 
 import jwt
 from aioapns.common import NotificationRequest, NotificationResult, PushType
@@ -30,6 +30,7 @@ from h2.exceptions import H2Error
 
 from streamer.policy import ChannelResult
 from streamer.push.base import PushRequest
+from streamer.push.huffman import CachedHuffmanEncoder
 from streamer.push.observe import PushObserver
 from streamer.push.outcomes import Kind, Verdict, apns_connection_failure, apns_verdict
 from streamer.push.payloads import ApnsNotification, apns_notification
@@ -96,10 +97,33 @@ class ProviderToken(AuthorizationHeaderProvider):
         self._on_mint()
 
 
+class _Protocol(APNsTLSClientProtocol):
+    """aioapns' TLS protocol with two per-request costs taken out: a faster HPACK Huffman
+    coder, and one idle timer re-armed when it fires instead of a new timer per write."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.conn.encoder.huffman_coder = CachedHuffmanEncoder()
+        self._active_at = 0.0
+
+    def refresh_inactivity_timer(self) -> None:
+        self._active_at = self.loop.time()
+        if self.inactivity_timer is None:
+            self.inactivity_timer = self.loop.call_later(self.INACTIVITY_TIME, self._idle_check)
+
+    def _idle_check(self) -> None:
+        idle_s = self.loop.time() - self._active_at
+        if idle_s < self.INACTIVITY_TIME:
+            delay = self.INACTIVITY_TIME - idle_s
+            self.inactivity_timer = self.loop.call_later(delay, self._idle_check)
+        else:
+            self.close()  # as aioapns does after INACTIVITY_TIME without a write
+
+
 def _protocol_for(host: str, port: int) -> type[APNsTLSClientProtocol]:
     """aioapns' TLS protocol pointed at host:port (it connects to and names these)."""
     attrs = {"APNS_SERVER": host, "APNS_PORT": port}
-    return cast(type[APNsTLSClientProtocol], type("ApnsEndpoint", (APNsTLSClientProtocol,), attrs))
+    return cast(type[APNsTLSClientProtocol], type("ApnsEndpoint", (_Protocol,), attrs))
 
 
 class _Pool(APNsBaseConnectionPool):

@@ -23,6 +23,8 @@ from h2.events import ConnectionTerminated, DataReceived, RequestReceived, Strea
 from h2.exceptions import H2Error, ProtocolError
 from h2.settings import SettingCodes
 
+from streamer.push.huffman import CachedHuffmanEncoder
+
 
 @dataclass(frozen=True)
 class Request:
@@ -68,6 +70,7 @@ class _Connection(asyncio.Protocol):
         self._stats = stats
         self._id = next(stats._ids)
         self._conn = H2Connection(H2Configuration(client_side=False, header_encoding="utf-8"))
+        self._conn.encoder.huffman_coder = CachedHuffmanEncoder()  # hpack's output, faster
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, tuple[dict[str, str], bytearray]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
