@@ -48,6 +48,8 @@ def decode_payload(raw: bytes, max_bytes: int) -> NotificationPayload | tuple[st
         return SCHEMA, str(exc)
     except UnicodeDecodeError as exc:  # msgspec raises this for bad UTF-8 inside strings
         return INVALID_UTF8, str(exc)
+    except RecursionError:  # a few KB of nested arrays exhaust the decoder's stack
+        return INVALID_JSON, "JSON nested too deeply"
     except msgspec.DecodeError as exc:
         try:
             raw.decode("utf-8")

@@ -52,6 +52,12 @@ def test_producer_id_is_the_dedupe_key_and_replays_use_their_own_id() -> None:
         (entry(b'{"user_id":"{u}","event_type":"x"}'), "schema"),
         (entry(b'{"user_id":"u1","event_type":"x","data":[1]}'), "schema"),
         (
+            entry(
+                b'{"user_id":"u","event_type":"x","data":{"a":' + b"[" * 5000 + b"]" * 5000 + b"}}"
+            ),
+            "invalid_json",
+        ),
+        (
             entry(b'{"user_id":"u1","event_type":"x","data":{"pad":"' + b"a" * LIMIT + b'"}}'),
             "too_large",
         ),

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 
 import redis.asyncio as aioredis
 
@@ -182,3 +184,74 @@ async def test_trimmed_pending_entries_are_acked(
     settings = worker_settings(redis_server.url, CLAIM_IDLE_MS="10")
     await Worker(redis, settings).drain()
     assert await pending_count(redis) == 0
+
+
+async def test_delivery_counts_are_exact_despite_other_pending_entries(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
+    """Reclaimed entries far apart, with this consumer's other entries pending between them,
+    each get their own delivery count: both over-delivered ones are dead-lettered."""
+    ids = await add_events(redis, [payload("u1", n) for n in range(100)])
+    await redis.xgroup_create(KEYS.stream, KEYS.group, "0")
+    await redis.xreadgroup(KEYS.group, "w-test", {KEYS.stream: ">"}, count=100)
+    for entry_id in (ids[0], ids[-1]):
+        await redis.xclaim(
+            KEYS.stream,
+            KEYS.group,
+            "w-test",
+            0,
+            [entry_id],
+            idle=120_000,
+            retrycount=5,
+            justid=True,
+        )
+    settings = worker_settings(redis_server.url, CLAIM_IDLE_MS="60000", MAX_DELIVERIES="5")
+    assert await Worker(redis, settings).step() == 2
+    dead = await redis.xrange(KEYS.dlq)
+    assert sorted(f[b"source_id"].decode() for _, f in dead) == sorted([ids[0], ids[-1]])
+    assert {f[b"reason"] for _, f in dead} == {b"max_deliveries"}
+
+
+async def test_redis_errors_are_survived_and_reported_by_health(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
+    """An out-of-memory Redis makes the worker unhealthy, not dead: once memory is back it
+    dead-letters the entry it could not, delivers the next one and stops cleanly."""
+    settings = worker_settings(redis_server.url, HEALTH_THRESHOLD_S="0.1")
+    worker = Worker(redis, settings)
+    await worker.consumer.ensure_group()
+    await redis.config_set("maxmemory-policy", "noeviction")
+    await redis.xadd(KEYS.stream, {"payload": b"{broken"})
+    await redis.config_set("maxmemory", "1")
+    task = asyncio.create_task(worker.run())
+    try:
+        await until(lambda: not worker.health()[0], "health failing while Redis is out of memory")
+        assert not task.done()
+    finally:
+        await redis.config_set("maxmemory", "0")
+    await add_events(redis, [payload("u1", 1)])
+    await until_async(lambda: _delivered(redis), "delivery after memory returned")
+    assert await dlq_reasons(redis) == ["invalid_json"]
+    assert worker.health()[0]
+    worker.stop()
+    await asyncio.wait_for(task, 10)
+
+
+async def _delivered(redis: aioredis.Redis) -> bool:
+    return await redis.xlen(KEYS.user_log("u1")) == 1 and await pending_count(redis) == 0
+
+
+async def until(predicate: Callable[[], bool], what: str, within_s: float = 10) -> None:
+    deadline = time.monotonic() + within_s
+    while not predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)
+
+
+async def until_async(
+    predicate: Callable[[], Awaitable[bool]], what: str, within_s: float = 10
+) -> None:
+    deadline = time.monotonic() + within_s
+    while not await predicate():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.01)

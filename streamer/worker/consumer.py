@@ -199,15 +199,16 @@ class StreamConsumer:
         self._count_trimmed(len(trimmed))
 
     async def _delivery_counts(self, ids: Sequence[str]) -> dict[str, int]:
-        rows = await self._redis.xpending_range(
-            self._keys.stream,
-            self._keys.group,
-            min=min(ids, key=_id_key),
-            max=max(ids, key=_id_key),
-            count=len(ids) * 4 + 16,
-            consumername=self.name,
-        )
-        return {_text(row["message_id"]): int(row["times_delivered"]) for row in rows}
+        """Each claimed entry's delivery count, looked up by its exact id (a range query could
+        be cut short by this consumer's other pending entries lying between them)."""
+        pipe = self._redis.pipeline(transaction=False)
+        for entry_id in ids:
+            pipe.xpending_range(self._keys.stream, self._keys.group, entry_id, entry_id, 1)
+        counts: dict[str, int] = {}
+        for rows in await pipe.execute():
+            for row in rows:
+                counts[_text(row["message_id"])] = int(row["times_delivered"])
+        return counts
 
     async def settle(self, settlement: Settlement) -> None:
         """Dead-letter, ack and reschedule in one round trip. Dead letters and their acks

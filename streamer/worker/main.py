@@ -10,9 +10,7 @@ import time
 from collections.abc import Mapping
 
 import redis.asyncio as aioredis
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from streamer import metrics
 from streamer.http_server import HealthTracker, serve_metrics
@@ -73,21 +71,31 @@ class Worker:
         return len(batch)
 
     async def run(self) -> None:
-        await self._start()
+        """Loop until stopped. Redis errors of any kind (connection loss, OOM, READONLY after
+        a failover, a lost group) are transient: back off and go on. Anything else is a bug:
+        it is logged and re-raised, so the process exits non-zero instead of idling."""
         backoff = 0.1
+        started = False
         while not self._stopping.is_set():
             try:
+                if not started:
+                    await self._start()
+                    started = True
                 await self.step()
                 self.health.ok("redis")
                 backoff = 0.1
-            except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            except (RedisError, OSError) as exc:
                 # The batch in flight stays pending; it is read again or reclaimed later.
                 metrics.REDIS_ERRORS.inc()
                 self.health.failed("redis")
-                log.warning("redis unavailable (%s); retrying in %.1fs", exc, backoff)
+                log.warning("redis error (%s); retrying in %.1fs", exc, backoff)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), backoff)
                 backoff = min(backoff * 2, 5.0)
+            except Exception:
+                log.exception("worker %s failed; exiting", self.consumer.name)
+                self.stop()
+                raise
         with contextlib.suppress(RedisError, OSError):
             await self.consumer.leave()
         log.info("worker %s stopped", self.consumer.name)
@@ -132,7 +140,9 @@ class Worker:
 
 async def run_worker(settings: WorkerSettings, senders: Mapping[Channel, PushSender]) -> None:
     redis = connect(
-        settings.redis.url, client_name=f"streamer-worker-{settings.consumer.worker_id}"
+        settings.redis.url,
+        client_name=f"streamer-worker-{settings.consumer.worker_id}",
+        socket_timeout_s=settings.consumer.block_ms / 1000 + 10,
     )
     worker = Worker(redis, settings, senders)
     loop = asyncio.get_running_loop()
@@ -151,6 +161,7 @@ async def run_worker(settings: WorkerSettings, senders: Mapping[Channel, PushSen
     try:
         await worker.run()
     finally:
+        worker.stop()  # also when run() raised: the heartbeat must not outlive the loop
         await background
         for sender in senders.values():
             await sender.close()
