@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import shlex
 from collections.abc import Callable
 
 import pytest
@@ -119,6 +120,31 @@ async def test_dry_run_counts_and_samples_but_writes_nothing(redis: aioredis.Red
     assert await snapshot(redis) == before
 
 
+async def test_interrupted_dry_run_exits_130_with_a_dry_resume_command(
+    redis: aioredis.Redis,
+) -> None:
+    """A dry run stopped early says its count is partial, exits 130 and prints a resume
+    command that is itself a dry run and counts exactly the rest."""
+    await add_events(redis, [payload("u1", n) for n in range(35)])
+    before = await snapshot(redis)
+    out, err, stop = io.StringIO(), io.StringIO(), asyncio.Event()
+    stop.set()  # Ctrl-C already pressed: the run stops after its first page
+    args = parse("--from", "-", "--to", "+", "--dry-run", "--batch", "10")
+    code = await replay_command(redis, KEYS, args, out, err, stop)
+    lines = out.getvalue().splitlines()
+    assert code == 130
+    assert (
+        lines[0]
+        == "interrupted dry run: 10 of 10 entries match so far (incomplete); nothing written"
+    )
+    assert lines[-1].startswith("resume with: streamer replay --from ")
+    argv = shlex.split(lines[-1].removeprefix("resume with: "))
+    assert "--dry-run" in argv
+    code, rest, _ = await replay(redis, *argv[2:])
+    assert code == 0 and rest.startswith("dry run: 25 of 25 entries match; nothing written")
+    assert await snapshot(redis) == before
+
+
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
@@ -130,6 +156,8 @@ async def test_dry_run_counts_and_samples_but_writes_nothing(redis: aioredis.Red
         ),
         (["--from", "-", "--to", "+", "--channel", "fax"], "unknown channel 'fax'"),
         (["--from", "-", "--to", "+", "--source", "other"], "unknown source 'other'"),
+        (["--from", "-", "--to", "+", "--rate", "inf"], "--rate must be a finite number > 0"),
+        (["--from", "-", "--to", "+", "--rate", "nan"], "--rate must be a finite number > 0"),
     ],
 )
 async def test_bad_input_exits_2_with_one_line_and_writes_nothing(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import shlex
 import sys
 import time
@@ -59,8 +60,8 @@ def source_key(name: str, keys: Keys) -> str:
 def plan_from_args(args: argparse.Namespace, keys: Keys, now_ms: int) -> ReplayPlan:
     """Validate the command line into a plan. Pure; raises BadInput."""
     start, end = parse_range(args.start, args.end, now_ms)
-    if args.rate is not None and not args.rate > 0:
-        raise BadInput(f"--rate must be > 0, got {args.rate}")
+    if args.rate is not None and not (math.isfinite(args.rate) and args.rate > 0):
+        raise BadInput(f"--rate must be a finite number > 0, got {args.rate}")
     if not 1 <= args.batch <= 10_000:
         raise BadInput(f"--batch must be between 1 and 10000, got {args.batch}")
     src = source_key(args.source, keys)
@@ -89,6 +90,8 @@ def resume_command(args: argparse.Namespace, resume: StreamId, end: StreamId) ->
     for flag, value in options:
         if value is not None:
             words += [flag, str(value)]
+    if args.dry_run:
+        words.append("--dry-run")
     return shlex.join(words)
 
 
@@ -133,14 +136,7 @@ def _report(
     args: argparse.Namespace, plan: ReplayPlan, state: ReplayState, elapsed: float, out: TextIO
 ) -> int:
     if plan.dry_run:
-        print(
-            f"dry run: {state.matched} of {state.scanned} entries match; nothing written", file=out
-        )
-        for entry_id, fields in state.samples:
-            reason = fields.get(b"reason", b"").decode(errors="replace")
-            extra = f" reason={reason}" if reason else ""
-            print(f"  {entry_id.decode()}  {summary(fields)}{extra}", file=out)
-        return 0
+        return _report_dry_run(args, plan, state, out)
     resume = state.resume_from(plan)
     rate = state.scanned / elapsed if elapsed > 0 else 0.0
     done = f"{state.matched} of {state.scanned} entries scanned in {elapsed:.2f}s ({rate:,.0f}/s)"
@@ -152,9 +148,30 @@ def _report(
     return EXIT_INTERRUPTED
 
 
+def _report_dry_run(
+    args: argparse.Namespace, plan: ReplayPlan, state: ReplayState, out: TextIO
+) -> int:
+    # An interrupted count is a lower bound: say so, and how to count the rest.
+    counted = f"{state.matched} of {state.scanned} entries match"
+    if state.finished:
+        print(f"dry run: {counted}; nothing written", file=out)
+    else:
+        print(f"interrupted dry run: {counted} so far (incomplete); nothing written", file=out)
+    for entry_id, fields in state.samples:
+        reason = fields.get(b"reason", b"").decode(errors="replace")
+        extra = f" reason={reason}" if reason else ""
+        print(f"  {entry_id.decode()}  {summary(fields)}{extra}", file=out)
+    if state.finished:
+        return 0
+    print(f"resume with: {resume_command(args, state.resume_from(plan), plan.end)}", file=out)
+    return EXIT_INTERRUPTED
+
+
 def _aborted(args: argparse.Namespace, plan: ReplayPlan, state: ReplayState) -> str:
     # Stopped mid-page: the page in flight may or may not have been appended.
     resume = resume_command(args, state.resume_from(plan), plan.end)
+    if plan.dry_run:
+        return f"aborted dry run after {state.matched} matches (incomplete); resume with: {resume}"
     return (
         f"aborted after {state.matched} entries written; the page in flight may or may not "
         f"have been written; resume with: {resume}"
