@@ -185,15 +185,18 @@ async def purge(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace, ter
     if not await _dlq_exists(redis, keys):
         print(f"purged 0 dead letters ({keys.dlq} does not exist)", file=term.out)
         return 0
-    older = await deadletters.count_before(redis, keys.dlq, cutoff)
-    if older == 0:
+    counted = await deadletters.count_before(redis, keys.dlq, cutoff)
+    minid = deadletters.purge_limit(cutoff, counted)
+    if minid is None:
         print(f"no dead letters before {describe(cutoff)}", file=term.out)
         return 0
-    question = f"delete {older} dead letters before {describe(cutoff)} from {keys.dlq}? [y/N] "
+    question = (
+        f"delete {counted.count} dead letters before {describe(cutoff)} from {keys.dlq}? [y/N] "
+    )
     if not args.yes and not term.confirm(question):
         print("purge cancelled; nothing deleted", file=term.out)
         return 1
-    deleted = await deadletters.purge_before(redis, keys.dlq, cutoff)
+    deleted = await deadletters.purge_before(redis, keys.dlq, minid)
     print(f"purged {deleted} dead letters before {describe(cutoff)}", file=term.out)
     return 0
 

@@ -8,6 +8,7 @@ import json
 
 import pytest
 import redis.asyncio as aioredis
+from redis import Redis as SyncRedis
 
 from streamer.dlq import Terminal, dlq_command, register
 from streamer.policy import ChannelResult, Outcome
@@ -180,3 +181,25 @@ async def test_purge_deletes_only_older_entries_and_only_when_confirmed(
     assert [eid for eid, _ in await redis.xrange(KEYS.dlq)] == [b"3000-0", b"4000-0"]
     code, _, err = await dlq(redis, "purge", "--before", "yesterday", "--yes")
     assert code == 2 and "not a stream id or time" in err and await redis.xlen(KEYS.dlq) == 2
+
+
+async def test_purge_deletes_only_what_was_counted_and_confirmed(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
+    """Dead letters that arrive while the prompt waits survive `purge --before +`: only the
+    entries counted in the question are deleted."""
+    for n in range(3):
+        await redis.xadd(KEYS.dlq, {"payload": payload("u1", n), "reason": "schema"})
+    late: list[bytes] = []
+
+    def confirm_while_more_arrive(question: str) -> bool:
+        assert question.startswith("delete 3 dead letters before ")
+        with SyncRedis.from_url(redis_server.url) as other:
+            late.extend(other.xadd(KEYS.dlq, {"payload": b"{}", "reason": "x"}) for _ in range(5))
+        return True
+
+    term = Terminal(io.StringIO(), io.StringIO(), confirm=confirm_while_more_arrive)
+    code = await dlq_command(redis, KEYS, parse("purge", "--before", "+"), term)
+    assert isinstance(term.out, io.StringIO)
+    assert code == 0 and term.out.getvalue().startswith("purged 3 dead letters")
+    assert [eid for eid, _ in await redis.xrange(KEYS.dlq)] == late

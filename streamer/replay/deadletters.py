@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 from streamer.keys import Keys
 from streamer.replay import source
 from streamer.replay.entries import EntryFilter, Fields, requeued_fields
-from streamer.replay.ids import MAX_ID, MIN_ID, StreamId, parse_id, predecessor
+from streamer.replay.ids import MAX_ID, MIN_ID, StreamId, parse_id, predecessor, successor
 
 Entry = tuple[bytes, Fields]
 
@@ -107,17 +107,35 @@ async def _requeue_batch(redis: aioredis.Redis, keys: Keys, batch: list[Entry]) 
     return len(moved)
 
 
-async def count_before(redis: aioredis.Redis, dlq: str, cutoff: StreamId) -> int:
+@dataclass(frozen=True, slots=True)
+class Counted:
+    """Dead letters before a cutoff: how many, and the last one's id (None when none)."""
+
+    count: int = 0
+    last: StreamId | None = None
+
+
+async def count_before(redis: aioredis.Redis, dlq: str, cutoff: StreamId) -> Counted:
     end = predecessor(cutoff)
     if end is None:
-        return 0
-    total = 0
+        return Counted()
+    total, last = 0, None
     async for page in source.pages(redis, dlq, MIN_ID, min(end, MAX_ID), 1000):
         total += len(page)
-    return total
+        last = parse_id(page[-1][0])
+    return Counted(total, last)
 
 
-async def purge_before(redis: aioredis.Redis, dlq: str, cutoff: StreamId) -> int:
-    """Delete every dead letter with an id below ``cutoff``; returns how many."""
+def purge_limit(cutoff: StreamId, counted: Counted) -> StreamId | None:
+    """The XTRIM MINID that deletes at most what was counted (and shown to the operator):
+    entries dead-lettered after the count, however close to or beyond ``cutoff`` (``+``, a
+    future time, clock skew), have later ids and survive. None: nothing to delete."""
+    if counted.last is None:
+        return None
+    return min(cutoff, successor(counted.last))
+
+
+async def purge_before(redis: aioredis.Redis, dlq: str, minid: StreamId) -> int:
+    """Delete every dead letter with an id below ``minid``; returns how many."""
     # Exact trim: the default "~" would leave a partial node of old entries behind.
-    return int(await redis.xtrim(dlq, minid=str(cutoff), approximate=False))
+    return int(await redis.xtrim(dlq, minid=str(minid), approximate=False))
