@@ -17,6 +17,9 @@ from streamer.policy import backoff_ms
 
 # DLQ reason of an invalid Pub/Sub message (the decode reason goes into `error`).
 BRIDGE_INVALID = "bridge_invalid"
+# Reject reason of an AMQP message the bridge failed to plan (a bug, or a broker oddity):
+# that one message is dead-lettered instead of crashing the bridge on every redelivery.
+BRIDGE_ERROR = "bridge_error"
 
 Fields = dict[str, bytes | str]
 
@@ -98,13 +101,23 @@ def amqp_fields(delivery: AmqpDelivery) -> Fields:
 def plan_amqp(deliveries: Sequence[AmqpDelivery], keys: Keys, max_bytes: int) -> AmqpPlan:
     plan = AmqpPlan()
     for delivery in deliveries:
-        verdict = invalid(delivery.body, max_bytes)
-        if verdict is not None:
-            plan.rejects.append(Rejection(delivery.tag, delivery.queue, *verdict))
+        try:
+            write = _amqp_write(delivery, keys, max_bytes)
+        except Exception as exc:  # one poison message must not stop the bridge
+            write = Rejection(delivery.tag, delivery.queue, BRIDGE_ERROR, repr(exc))
+        if isinstance(write, Rejection):
+            plan.rejects.append(write)
             continue
-        plan.writes.append(StreamWrite(keys.stream, amqp_marker(delivery), amqp_fields(delivery)))
+        plan.writes.append(write)
         plan.ack_through = max(plan.ack_through or 0, delivery.tag)
     return plan
+
+
+def _amqp_write(delivery: AmqpDelivery, keys: Keys, max_bytes: int) -> StreamWrite | Rejection:
+    verdict = invalid(delivery.body, max_bytes)
+    if verdict is not None:
+        return Rejection(delivery.tag, delivery.queue, *verdict)
+    return StreamWrite(keys.stream, amqp_marker(delivery), amqp_fields(delivery))
 
 
 def plan_pubsub(

@@ -22,7 +22,14 @@ import pika
 import pika.exceptions
 import redis
 
-from bridges.core import AmqpDelivery, AmqpPlan, Backoff, StreamWrite, plan_amqp
+from bridges.core import (
+    BRIDGE_ERROR,
+    AmqpDelivery,
+    AmqpPlan,
+    Backoff,
+    StreamWrite,
+    plan_amqp,
+)
 from bridges.idempotent import IdempotentWriter
 from bridges.settings import RabbitSettings
 from streamer import metrics
@@ -82,11 +89,19 @@ def to_delivery(queue: str, method: Any, properties: Any, body: bytes) -> AmqpDe
     return AmqpDelivery(
         tag=method.delivery_tag,
         queue=queue,
-        routing_key=method.routing_key or "",
-        message_id=properties.message_id,
+        routing_key=wire_text(method.routing_key) or "",
+        message_id=wire_text(properties.message_id),
         redelivered=bool(method.redelivered),
         body=body,
     )
+
+
+def wire_text(value: str | bytes | None) -> str | None:
+    """An AMQP short string as text. pika hands one that is not UTF-8 over as bytes; its
+    invalid bytes become ``\\xNN`` escapes (distinct inputs stay distinct in practice)."""
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "backslashreplace")
+    return value
 
 
 class RabbitBridge:
@@ -164,9 +179,19 @@ class RabbitBridge:
 
     def _on_message_for(self, queue: str) -> Any:
         def on_message(_ch: Any, method: Any, properties: Any, body: bytes) -> None:
-            self._pending.append(to_delivery(queue, method, properties, body))
+            try:
+                delivery = to_delivery(queue, method, properties, body)
+            except Exception as exc:  # a broker oddity: dead-letter it, keep the bridge up
+                self._reject_unreadable(queue, method.delivery_tag, exc)
+                return
+            self._pending.append(delivery)
 
         return on_message
+
+    def _reject_unreadable(self, queue: str, tag: int, exc: Exception) -> None:
+        log.error("rejecting unreadable message #%d from %s: %r", tag, queue, exc)
+        metrics.BRIDGE_REJECTED.labels(BRIDGE, BRIDGE_ERROR).inc()
+        self._channel.basic_reject(tag, requeue=False)
 
     def _on_broker_cancel(self, _frame: Any) -> None:
         self._cancelled_by_broker = True

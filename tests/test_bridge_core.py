@@ -5,11 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from typing import cast
 
 import pytest
 
 from bridges.cli import register
 from bridges.core import (
+    BRIDGE_ERROR,
     BRIDGE_INVALID,
     AmqpDelivery,
     Backoff,
@@ -58,6 +60,16 @@ def test_plan_writes_valid_rejects_invalid_and_acks_through_last_valid_tag() -> 
     assert {w.stream for w in result.writes} == {KEYS.stream}
     assert [(r.tag, r.reason) for r in result.rejects] == [(2, "invalid_json"), (4, "schema")]
     assert result.ack_through == 3
+
+
+def test_a_delivery_the_core_cannot_plan_is_rejected_not_raised() -> None:
+    """An unexpected error planning one delivery rejects that one with bridge_error; the
+    deliveries around it are still written and acked."""
+    poison = AmqpDelivery(2, "q", cast(str, b"rk\xff"), None, False, GOOD)  # a pika oddity
+    result = plan_amqp([delivery(1), poison, delivery(3)], KEYS, 65536)
+    assert [(r.tag, r.reason) for r in result.rejects] == [(2, BRIDGE_ERROR)]
+    assert "AttributeError" in result.rejects[0].error
+    assert (len(result.writes), result.ack_through) == (2, 3)
 
 
 def test_plan_of_only_invalid_messages_acks_nothing() -> None:

@@ -9,6 +9,7 @@ import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
+import pika
 import pika.exceptions
 import pytest
 import redis
@@ -251,6 +252,40 @@ def test_malformed_messages_end_in_the_dead_queue_with_reason_logged(
     assert (death["reason"], death["queue"]) == ("rejected", queue)
     for message_id, reason in zip(bad, ("invalid_json", "schema", "invalid_utf8"), strict=True):
         assert any(message_id in m and reason in m for m in caplog.messages)
+
+
+@pytest.fixture
+def fanout(queue: str) -> Iterator[str]:
+    """A fanout exchange bound to ``queue``, so a test can pick any routing key; deleted
+    afterwards (before the queue fixture deletes the queue)."""
+    name = f"{queue}_fanout"
+    with channel() as ch:
+        declare_queue(ch, queue)
+        ch.exchange_declare(name, exchange_type="fanout", auto_delete=False)
+        ch.queue_bind(queue, name)
+    yield name
+    with channel() as ch:
+        ch.exchange_delete(name)
+
+
+def test_non_utf8_routing_key_and_message_id_are_bridged_not_fatal(
+    client: redis.Redis, redis_server: RedisServer, queue: str, fanout: str
+) -> None:
+    """A routing key or message id that is not UTF-8 (pika passes bytes) no longer crashes
+    the bridge: the message is bridged with escaped metadata, and so are later ones."""
+    with channel() as ch:
+        ch.basic_publish(fanout, b"bad\xff\xferk", event(0))
+        props = pika.BasicProperties(message_id=b"id\xff")  # type: ignore[arg-type]
+        ch.basic_publish(fanout, "ok", event(1), props)
+        ch.basic_publish(fanout, "ok", event(2))
+    bridge = start(redis_server.url, queue)
+    wait_for(lambda: done(client, queue, 3), what="all bridged")
+    assert bridge.alive
+    bridge.stop()
+    assert stream_numbers(client, KEYS.stream) == [0, 1, 2]
+    first, second, _ = (f for _, f in client.xrange(KEYS.stream))
+    assert first[b"amqp_routing_key"] == b"bad\\xff\\xferk"
+    assert second[b"amqp_message_id"] == b"id\\xff"
 
 
 def test_missing_queue_managed_elsewhere_fails_clearly(
