@@ -72,7 +72,7 @@ class IdempotentWriter:
             self._sha = str(self._client.script_load(_SCRIPT))
         pipe = self._client.pipeline(transaction=False)
         for w in writes:
-            args: list[bytes | str | int] = [self._ttl_s]
+            args: list[bytes | str | int] = [self._ttl_s, 1 if w.check else 0]
             for name, value in w.fields.items():
                 args += (name, value)
             pipe.evalsha(self._sha, 2, w.stream, marker_key(self._keys, w.stream, w.marker), *args)

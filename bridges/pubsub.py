@@ -31,8 +31,10 @@ log = logging.getLogger(__name__)
 
 BRIDGE = "pubsub"
 _POLL_S = 0.5
-# Retrying a write only has to be idempotent for as long as the retries last.
-_MARKER_TTL_S = 3600
+# Pub/Sub has no redelivery: a marker only has to cover this process retrying a batch
+# whose write failed part-way, normally seconds later. A retry more than this long after a
+# partial write (a long Redis outage) may write that batch's written part twice.
+MARKER_TTL_S = 60
 
 
 class PubSubBridge:
@@ -42,7 +44,7 @@ class PubSubBridge:
         self._settings = settings
         self._source = source
         self._keys = Keys.from_settings(settings.common.redis)
-        self._writer = IdempotentWriter(sink, self._keys, _MARKER_TTL_S)
+        self._writer = IdempotentWriter(sink, self._keys, MARKER_TTL_S)
         self._instance = uuid.uuid4().hex[:12]
         self._seq = 0
         self._stopping = threading.Event()

@@ -64,8 +64,12 @@ class RabbitSettings:
             queues=tuple(dict.fromkeys((first, *env.list("RABBITMQ_QUEUES")))),
             prefetch=env.int("RABBITMQ_PREFETCH", 200, minimum=1, maximum=65535),
             declare_queues=env.bool("RABBITMQ_DECLARE_QUEUES", True),
-            # Markers must outlive any redelivery: a consumer down for hours, a requeue storm.
-            dedupe_ttl_s=env.int("BRIDGE_DEDUPE_TTL_S", 86400, minimum=60),
+            # A marker must outlive the redelivery of a message written but not acked: on a
+            # lost connection at once, for a stuck consumer after RabbitMQ's consumer
+            # timeout (30 min by default), after a crash when a bridge is back. One hour
+            # covers the timeout plus a restart; a bridge down for longer may double up to
+            # RABBITMQ_PREFETCH messages per crash. Each marker costs ~120 bytes of Redis.
+            dedupe_ttl_s=env.int("BRIDGE_DEDUPE_TTL_S", 3600, minimum=60),
             shutdown_grace_s=env.float("BRIDGE_SHUTDOWN_GRACE_S", 10.0),
         )
 

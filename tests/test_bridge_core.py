@@ -37,15 +37,29 @@ def delivery(tag: int, body: bytes = GOOD, message_id: str | None = None) -> Amq
     return AmqpDelivery(tag, "q", "q", message_id, tag % 2 == 0, body)
 
 
-def test_marker_prefers_message_id_else_digest_of_routing_key_and_body() -> None:
-    """The dedupe marker is the message id when given, else a digest that depends on both
-    the routing key and the body."""
-    assert amqp_marker(delivery(1, message_id="m-1")) == "mid:m-1"
+def test_marker_is_scoped_by_queue_and_keyed_by_message_id_else_routing_key_and_body() -> None:
+    """The dedupe marker depends on the queue and the message id when given, else on the
+    routing key and body; it is short and of fixed length whatever the inputs."""
+    with_id = amqp_marker(delivery(1, message_id="m-1"))
+    assert with_id == amqp_marker(delivery(9, body=b"other", message_id="m-1"))
+    assert with_id != amqp_marker(AmqpDelivery(1, "q2", "q", "m-1", False, GOOD))
     digest = amqp_marker(delivery(1))
-    assert digest.startswith("sha256:")
-    assert digest == amqp_marker(delivery(7))
+    assert digest == amqp_marker(delivery(7)) != with_id
     assert digest != amqp_marker(AmqpDelivery(1, "q", "other", None, False, GOOD))
+    assert digest != amqp_marker(AmqpDelivery(1, "q2", "q", None, False, GOOD))
     assert digest != amqp_marker(delivery(1, body=GOOD + b" "))
+    assert len(with_id) == len(digest) == len(amqp_marker(delivery(1, message_id="m" * 200)))
+
+
+def test_marker_is_checked_on_redelivery_or_with_a_message_id_only() -> None:
+    """A first delivery without message id is always written (identical bodies are two
+    messages); a redelivery, or a message id a publisher may have sent twice, is checked."""
+    batch = [
+        AmqpDelivery(1, "q", "q", None, False, GOOD),
+        AmqpDelivery(2, "q", "q", None, True, GOOD),
+        AmqpDelivery(3, "q", "q", "m-3", False, GOOD),
+    ]
+    assert [w.check for w in plan_amqp(batch, KEYS, 65536).writes] == [False, True, True]
 
 
 def test_plan_writes_valid_rejects_invalid_and_acks_through_last_valid_tag() -> None:
@@ -122,6 +136,7 @@ def test_settings_defaults_follow_the_seed_names() -> None:
     assert rabbit.queues == ("ai_updates_notifications",)
     assert rabbit.url == "amqp://guest:guest@127.0.0.1:5672/"
     assert (rabbit.prefetch, rabbit.declare_queues) == (200, True)
+    assert rabbit.dedupe_ttl_s == 3600  # RabbitMQ's 30 min consumer timeout plus a restart
     assert rabbit.common.metrics_port != 9100
     pubsub = PubSubSettings.from_env(Env({"REDIS_PUBSUB_CHANNELS": "a, general_notifications"}))
     assert pubsub.channels == ("general_notifications", "a")

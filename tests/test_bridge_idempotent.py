@@ -37,6 +37,18 @@ def test_second_write_of_a_marker_is_skipped(client: redis.Redis) -> None:
     assert [f[b"payload"] for _, f in client.xrange(KEYS.stream)] == [b"a", b"b", b"c"]
     assert client.xrange(KEYS.stream)[0][1][b"extra"] == b"x"
     assert 0 < client.ttl(marker_key(KEYS, KEYS.stream, "a")) <= 600
+    assert client.get(marker_key(KEYS, KEYS.stream, "a")) == b"1"  # one byte, not the entry id
+
+
+def test_unchecked_write_always_appends_and_still_sets_the_marker(client: redis.Redis) -> None:
+    """A write with check=False is appended even when its marker exists (a first delivery
+    cannot be a duplicate), and sets the marker for a later redelivery to find."""
+    writer = IdempotentWriter(client, KEYS, 600)
+    first = StreamWrite(KEYS.stream, "same", {"payload": b"1"}, check=False)
+    again = StreamWrite(KEYS.stream, "same", {"payload": b"2"}, check=False)
+    assert all(writer.write([first, again]))
+    assert writer.write([StreamWrite(KEYS.stream, "same", {"payload": b"3"})]) == [None]
+    assert [f[b"payload"] for _, f in client.xrange(KEYS.stream)] == [b"1", b"2"]
 
 
 def writer_id(client: redis.Redis, payload: str) -> str:

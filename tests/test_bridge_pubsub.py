@@ -67,6 +67,9 @@ def test_messages_reach_the_stream_and_invalid_ones_the_dlq(
     assert dead[b"source_id"] == f"pubsub:{CHANNEL}".encode()
     assert dead[b"error"].startswith(b"invalid_json:")
     assert (dead[b"payload"], dead[b"deliveries"]) == (b'{"user_id": "u1"', b"1")
+    # Markers only cover this process's own retries: short-lived, not hours of memory.
+    ttls = [client.ttl(key) for key in client.scan_iter(match="*bridged*", count=1000)]
+    assert len(ttls) == 301 and 0 < max(ttls) <= 60
 
 
 def test_resubscribes_after_a_redis_outage(tmp_path: Path) -> None:

@@ -195,6 +195,26 @@ def test_forced_connection_close_reconnects_without_loss_or_duplicates(
     assert after == reconnects + 1
 
 
+def test_identical_bodies_and_a_message_id_reused_in_another_queue_are_all_bridged(
+    client: redis.Redis, redis_server: RedisServer, queue: str
+) -> None:
+    """Two identical bodies without message id are two messages, and so is one message id
+    used in two queues (markers are per queue); a producer's repeated id is still one."""
+    other = unique_queue()
+    try:
+        declare(queue)
+        declare(other)
+        publish_confirmed(queue, [event(0), event(0), event(1), event(1)], [None, None, "x", "x"])
+        publish_confirmed(other, [event(2)], ["x"])
+        bridge = start(redis_server.url, queue, RABBITMQ_QUEUES=other)
+        wait_for(lambda: done(client, queue, 4), what="all bridged")
+        wait_for(lambda: wait_quiet(lambda: ready_count(other) == 0), what="other queue drained")
+        bridge.stop()
+    finally:
+        delete_queues(other, dead_letter_queue(other))
+    assert sorted(stream_numbers(client, KEYS.stream)) == [0, 0, 1, 2]
+
+
 def failures(caplog: pytest.LogCaptureFixture) -> int:
     return caplog.text.count("redis unavailable")
 
