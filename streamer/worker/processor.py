@@ -212,7 +212,10 @@ class BatchProcessor:
     async def _push_and_decide(
         self, entry: RawEntry, event: Event, results: list[ChannelResult], jobs: list[PushJob]
     ) -> Settlement:
-        pushed = await asyncio.gather(*(self._push(event, sender, req) for sender, req in jobs))
+        if len(jobs) == 1:  # the usual case: no gather, no second task
+            pushed = [await self._push(event, *jobs[0])]
+        else:
+            pushed = await asyncio.gather(*(self._push(event, s, r) for s, r in jobs))
         settlement = Settlement()
         self._settle_one(entry, event, [*results, *pushed], settlement)
         return settlement
