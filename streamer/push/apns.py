@@ -99,7 +99,10 @@ class ProviderToken(AuthorizationHeaderProvider):
 
 class _Protocol(APNsTLSClientProtocol):
     """aioapns' TLS protocol with two per-request costs taken out: a faster HPACK Huffman
-    coder, and one idle timer re-armed when it fires instead of a new timer per write."""
+    coder, and one idle timer re-armed when it fires instead of a new timer per write.
+
+    Writes stay one per request: coalescing those of a loop iteration saved CPU but put
+    client and provider in lockstep (a batch out, a batch back) and measured slower."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

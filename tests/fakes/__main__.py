@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import signal
 import sys
 from pathlib import Path
+
+import hpack.hpack
 
 from tests.fakes import h1server, h2server
 from tests.fakes.apns import FakeApns
@@ -23,6 +26,15 @@ from tests.fakes.certs import (
 )
 from tests.fakes.fcm import FakeFcm
 from tests.fakes.h2server import Handler, ServerStats
+
+
+def _remember_huffman_decoding() -> None:
+    """The fake APNs decodes the same Huffman-coded provider JWT on every request (HTTP/2
+    sends it never-indexed); in this process only, recent decodings are remembered. hpack's
+    decoder is pure, so answers are unchanged; the tests' in-thread fakes share the client's
+    process and keep hpack as it is."""
+    decode = hpack.hpack.decode_huffman
+    hpack.hpack.decode_huffman = functools.lru_cache(maxsize=256)(decode)
 
 
 def _handler(kind: str, directory: Path) -> Handler:
@@ -52,6 +64,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("kind", choices=("apns", "fcm"))
     parser.add_argument("directory", type=Path)
     args = parser.parse_args(argv)
+    _remember_huffman_decoding()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency of streamer
