@@ -80,7 +80,10 @@ async def test_live_gateway_inbox_gets_deliveries_and_dead_owner_is_cleaned(
 ) -> None:
     """Owners with a fresh heartbeat get inbox entries; a dead gateway's ownership is removed."""
     now_ms = int(time.time() * 1000)
-    await redis.zadd(KEYS.gateways, {"gw-live": now_ms, "gw-dead": now_ms - 60_000})
+    await redis.zadd(
+        KEYS.gateways,
+        {"gw-live": now_ms, "gw-dead": now_ms - 60_000, "gw-ancient": now_ms - 2 * 86_400_000},
+    )
     await redis.hset(KEYS.owners("u1"), mapping={"gw-live": 1, "gw-dead": 2})
     await add_events(redis, [payload("u1", 1), payload("u2", 2)])
     await Worker(redis, worker_settings(redis_server.url)).drain()
@@ -92,6 +95,8 @@ async def test_live_gateway_inbox_gets_deliveries_and_dead_owner_is_cleaned(
     assert json.loads(fields[b"content"]) == {"n": 1}
     assert await redis.exists(KEYS.inbox("gw-dead")) == 0
     assert await redis.hkeys(KEYS.owners("u1")) == [b"gw-live"]
+    assert 0 < await redis.ttl(KEYS.inbox("gw-live")) <= 86_400
+    assert await redis.zscore(KEYS.gateways, "gw-ancient") is None
 
 
 class FlakySender:

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import socket
-import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -40,8 +40,18 @@ def users_key(keys: Keys, gateway_id: str) -> str:
 class OwnershipBook:
     """Local socket counts per user, mirrored into the owners hashes by one writer task."""
 
-    def __init__(self, redis: aioredis.Redis, keys: Keys, gateway_id: str) -> None:
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        keys: Keys,
+        gateway_id: str,
+        on_vanished: Callable[[set[str]], None] = lambda users: None,
+    ) -> None:
         self._redis = redis
+        self._on_vanished = on_vanished
+        # Users whose field Redis is known to hold: an HSET that creates one of these again
+        # means it vanished in between.
+        self._confirmed: set[str] = set()
         self._keys = keys
         self._gid = gateway_id
         self._users_key = users_key(keys, gateway_id)
@@ -103,7 +113,8 @@ class OwnershipBook:
         users, self._dirty = self._dirty, set()
         waiters = [w for u in users for w in self._waiters.pop(u, [])]
         pipe = self._redis.pipeline(transaction=False)
-        for user_id in users:
+        ordered = list(users)
+        for user_id in ordered:
             count = self._counts.get(user_id, 0)
             if count:
                 pipe.hset(self._keys.owners(user_id), self._gid, str(count))
@@ -112,7 +123,7 @@ class OwnershipBook:
                 pipe.hdel(self._keys.owners(user_id), self._gid)
                 pipe.srem(self._users_key, user_id)
         try:
-            await pipe.execute()
+            replies = await pipe.execute()
         except (RedisError, OSError) as exc:
             log.warning("ownership write failed (%s); retrying in %.1fs", exc, self._retry_s)
             self._dirty |= users
@@ -123,9 +134,22 @@ class OwnershipBook:
             self._retry_s = min(self._retry_s * 2, _RETRY_MAX_S)
             return
         self._retry_s = _RETRY_FIRST_S
+        self._note_written(ordered, replies[::2])
         for waiter in waiters:
             if not waiter.done():
                 waiter.set_result(None)
+
+    def _note_written(self, users: list[str], replies: list[object]) -> None:
+        vanished = set()
+        for user_id, created in zip(users, replies, strict=True):
+            if not self._counts.get(user_id):
+                self._confirmed.discard(user_id)
+                continue
+            if created and user_id in self._confirmed:
+                vanished.add(user_id)
+            self._confirmed.add(user_id)
+        if vanished:
+            self._on_vanished(vanished)
 
     async def clear(self) -> int:
         """Remove every entry this gateway id has (stale ones after a restart, or all at
@@ -164,7 +188,9 @@ class Presence:
         gid = self.gateway_id
         info = self.keys.gateway_info(gid)
         pipe = self.redis.pipeline(transaction=False)
-        pipe.zadd(self.keys.gateways, {gid: int(time.time() * 1000)})
+        # Redis's clock, which workers also use to judge liveness: host clocks may disagree.
+        seconds, micros = await self.redis.time()
+        pipe.zadd(self.keys.gateways, {gid: seconds * 1000 + micros // 1000})
         pipe.hset(
             info,
             mapping={

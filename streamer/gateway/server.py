@@ -41,7 +41,7 @@ from streamer.gateway.protocol import (
     parse_socket_path,
     route_path,
 )
-from streamer.gateway.resume import Frame, parse_id
+from streamer.gateway.resume import Frame, StreamId, parse_id
 from streamer.gateway.session import Hub, Session
 from streamer.gateway.settings import GatewaySettings
 from streamer.keys import Keys
@@ -72,7 +72,7 @@ class Gateway:
         self._verifier = TokenVerifier(settings.auth)
         self.gateway_id = settings.gateway_id
         self.hub = Hub()
-        self._book = OwnershipBook(redis, self._keys, self.gateway_id)
+        self._book = OwnershipBook(redis, self._keys, self.gateway_id, self._vanished)
         self._inbox = InboxReader(
             redis,
             self._keys.inbox(self.gateway_id),
@@ -162,6 +162,7 @@ class Gateway:
             except (RedisError, OSError) as exc:
                 log.warning("heartbeat failed: %s", exc)
                 continue
+            self._book.reassert()  # rewrites every entry; reports any that had vanished
             now = time.monotonic()
             gap_ms = (now - self._last_beat) * 1000
             self._last_beat = now
@@ -233,7 +234,12 @@ class Gateway:
         if self.hub.count(user_id) >= self._settings.sockets.max_sockets_per_user:
             return self._reject(_HTTP_TOO_MANY, "too_many_sockets")
         session = Session(
-            conn, user_id, admission.granted.expires_at, self._settings.sockets, self._read_log
+            conn,
+            user_id,
+            admission.granted.expires_at,
+            self._settings.sockets,
+            self._read_log,
+            self._fetch_log,
         )
         self.hub.add(session)
         self._sessions[conn] = (session, admission.last_event_id)
@@ -243,6 +249,8 @@ class Gateway:
             task.add_done_callback(lambda _: self._release(conn))
         try:
             await self._book.add(user_id)
+            # Read after the ownership is in place: every later entry reaches this socket.
+            session.live_floor = await self._log_tail(user_id)
         except (RedisError, OSError):
             self._release(conn)
             return self._reject(_HTTP_UNAVAILABLE, "redis")
@@ -278,10 +286,14 @@ class Gateway:
             metrics.SOCKETS_CLOSED.labels(close_code_label(session.close_code())).inc()
 
     async def _read_log(self, user_id: str, start: str, count: int) -> list[Frame]:
+        """Replays are bounded in number at once (they can be large)."""
         async with self._replay_slots:
-            entries = await self._redis.xrange(
-                self._keys.user_log(user_id), min=start, max="+", count=count
-            )
+            return await self._fetch_log(user_id, start, count)
+
+    async def _fetch_log(self, user_id: str, start: str, count: int) -> list[Frame]:
+        entries = await self._redis.xrange(
+            self._keys.user_log(user_id), min=start, max="+", count=count
+        )
         frames = []
         for raw_id, fields in entries:
             log_id = raw_id.decode()
@@ -291,6 +303,21 @@ class Gateway:
                 Frame(sid, socket_frame(log_id, fields[b"type"].decode(), fields[b"content"]))
             )
         return frames
+
+    async def _log_tail(self, user_id: str) -> StreamId:
+        newest = await self._redis.xrevrange(self._keys.user_log(user_id), count=1)
+        sid = parse_id(newest[0][0].decode()) if newest else None
+        return sid if sid is not None else (0, 0)
+
+    def _vanished(self, users: set[str]) -> None:
+        # Our ownership entries were gone (a worker thought us dead, Redis lost data): events
+        # for these users may have skipped our inbox. Their sockets reconnect and resume.
+        log.warning(
+            "ownership of %d users had vanished; asking their sockets to resume", len(users)
+        )
+        for session in self.hub.all():
+            if session.user_id in users:
+                session.close(CLOSE_RESYNC, "resync")
 
 
 def _offered(headers: Headers) -> list[str]:

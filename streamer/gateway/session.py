@@ -23,6 +23,7 @@ from websockets.protocol import State
 from streamer import metrics
 from streamer.gateway.inbox import InboxEntry
 from streamer.gateway.protocol import (
+    CLOSE_RESYNC,
     CLOSE_SLOW_CLIENT,
     CLOSE_TOKEN_EXPIRED,
     PONG,
@@ -45,6 +46,8 @@ from streamer.schemas import socket_frame
 
 log = logging.getLogger(__name__)
 
+_MIN_GAP_READ = 100
+
 # (user id, first id inclusive, max entries) -> frames of the user's log from that id on
 ReadLog = Callable[[str, str, int], Awaitable[list[Frame]]]
 
@@ -57,13 +60,20 @@ class Session:
         expires_at: float,
         settings: SocketSettings,
         read_log: ReadLog,
+        read_gap: ReadLog | None = None,
     ) -> None:
         self.conn = conn
         self.user_id = user_id
         self._expires_at = expires_at
         self._settings = settings
         self._read_log = read_log
+        # Gap fills run in the fan-out path: they must not queue behind client replays.
+        self._read_gap = read_gap or read_log
         self.last_sent: StreamId | None = None
+        # The user log's newest id once this socket's ownership was registered: everything
+        # after it reaches the socket (replay or inbox). Gap checks of a socket that has not
+        # sent anything yet start from here.
+        self.live_floor: StreamId | None = None
         self.sent_close_code: int | None = None
         self._buffering = True
         self._buffer: list[Frame] = []
@@ -178,8 +188,8 @@ class Session:
             self._close_slow()
 
     async def _send(self, frame: Frame) -> bool:
-        if has_gap(frame, self.last_sent):
-            await self._fill_gap(frame)
+        if has_gap(frame, self._sent_floor()) and not await self._fill_gap(frame):
+            return False
         if self.last_sent is not None and frame.sid <= self.last_sent:
             return False
         if not self._writable():
@@ -192,13 +202,24 @@ class Session:
         metrics.MESSAGES_SENT.inc()
         return True
 
-    async def _fill_gap(self, frame: Frame) -> None:
-        """Send, from the user log, the entries between the last one sent and ``frame``."""
-        assert self.last_sent is not None
-        start = format_id(successor(self.last_sent))
-        for missing in await self._read_log(self.user_id, start, self._settings.max_replay):
+    def _sent_floor(self) -> StreamId | None:
+        return self.last_sent if self.last_sent is not None else self.live_floor
+
+    async def _fill_gap(self, frame: Frame) -> bool:
+        """Send, from the user log, the entries between the last one sent and ``frame``.
+        If they cannot all be sent (trimmed, too many), close with 1012 so the client resumes
+        and hears an honest ``recovered`` flag instead of living with a silent gap."""
+        floor = self._sent_floor()
+        assert floor is not None and frame.prev is not None
+        count = max(self._settings.max_replay, _MIN_GAP_READ)
+        for missing in await self._read_gap(self.user_id, format_id(successor(floor)), count):
             if missing.sid >= frame.sid or not await self._send(missing):
                 break
+        reached = self._sent_floor()
+        if reached is None or reached < frame.prev:
+            self.close(CLOSE_RESYNC, "resync")
+            return False
+        return True
 
     async def _send_control(self, data: bytes) -> None:
         if self._writable():

@@ -14,6 +14,10 @@ from streamer.keys import Keys
 from streamer.schemas import encode_content
 from streamer.worker.settings import DeliverySettings
 
+# Inboxes and long-dead gateways are forgotten after a day without activity.
+INBOX_TTL_S = 86400
+GATEWAY_FORGET_MS = 86400 * 1000
+
 _APPEND_SCRIPT = resources.files("streamer.lua").joinpath("append_user_log.lua").read_text()
 
 
@@ -99,8 +103,11 @@ class UserLogWriter:
                 maxlen=self._settings.inbox_max_len,
                 approximate=True,
             )
+        for gid in {d.gateway_id for d in deliveries}:
+            # A gateway that withdrew a moment ago must not leave an immortal inbox behind.
+            pipe.expire(self._keys.inbox(gid), INBOX_TTL_S)
         replies = await pipe.execute(raise_on_error=False)
-        return [r if isinstance(r, Exception) else None for r in replies]
+        return [r if isinstance(r, Exception) else None for r in replies[: len(deliveries)]]
 
     async def remove_owners(self, stale: list[tuple[str, str]]) -> None:
         """Drop (user id, gateway id) ownership entries of gateways that are dead."""
@@ -122,7 +129,7 @@ def _appended(reply: object) -> Appended | Exception:
 class LiveGateways:
     """Which gateways have heartbeated recently, cached briefly.
 
-    An owner missing from the cache triggers one fresh read before it is called dead, so a
+    An owner missing from the cache triggers a fresh read before it is called dead, so a
     gateway that registered a moment ago is never mistaken for a dead one.
     """
 
@@ -134,16 +141,20 @@ class LiveGateways:
         self._read_at = 0.0
 
     async def refresh(self) -> frozenset[str]:
-        now_ms = int(time.time() * 1000)
-        members = await self._redis.zrangebyscore(
-            self._keys.gateways, now_ms - self._dead_after_ms, "+inf"
-        )
+        # Redis's clock, the one gateways stamp their heartbeats with: host clocks may disagree.
+        seconds, micros = await self._redis.time()
+        now_ms = seconds * 1000 + micros // 1000
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zremrangebyscore(self._keys.gateways, 0, now_ms - GATEWAY_FORGET_MS)
+        pipe.zrangebyscore(self._keys.gateways, now_ms - self._dead_after_ms, "+inf")
+        _, members = await pipe.execute()
         self._live = frozenset(m.decode() for m in members)
         self._read_at = time.monotonic()
         return self._live
 
     async def live(self, owners: set[str]) -> frozenset[str]:
-        age = time.monotonic() - self._read_at
-        if age > 1.0 or (not owners <= self._live and age > 0.05):
+        """Live gateways; read afresh whenever an owner is not known to be live, so that an
+        ownership entry is never removed on the strength of a stale cache."""
+        if time.monotonic() - self._read_at > 1.0 or not owners <= self._live:
             await self.refresh()
         return self._live
