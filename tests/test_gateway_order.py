@@ -152,3 +152,25 @@ def _delivery(gateway_id: str, event: Event, appended: Appended) -> InboxDeliver
         ingress_ms=0,
         prev_id=appended.prev_id,
     )
+
+
+async def test_a_background_task_that_dies_fails_health(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
+    """If the inbox task ends by a bug, /healthz turns unhealthy instead of idling silently."""
+    async with running_gateway(redis_server.url) as gateway:
+        assert gateway.health()[0]
+
+        async def broken(entries: object) -> None:
+            raise RuntimeError("bug in delivery")
+
+        gateway._inbox._deliver = broken  # inject a bug into the inbox task's hand-over
+        await publish(redis, redis_server.url, "ivy", range(1))
+        await redis.hset(KEYS.owners("ivy"), gateway.gateway_id, 1)
+        await publish(redis, redis_server.url, "ivy", range(1, 2))
+
+        async def unhealthy() -> bool:
+            return not gateway.health()[0]
+
+        await eventually(unhealthy, what="health failing")
+        assert "inbox task ended" in gateway.health()[1]

@@ -87,6 +87,7 @@ class Gateway:
         self._server: Server | None = None
         self._stopping = asyncio.Event()
         self._last_beat = time.monotonic()
+        self._failure: str | None = None
         self.port = settings.port
 
     # --- lifecycle ------------------------------------------------------------------------
@@ -118,10 +119,12 @@ class Gateway:
             self._server.close()
             raise
         self._tasks = [
-            asyncio.create_task(self._book.run()),
-            asyncio.create_task(self._inbox.run()),
-            asyncio.create_task(self._heartbeat()),
+            asyncio.create_task(self._book.run(), name="ownership"),
+            asyncio.create_task(self._inbox.run(), name="inbox"),
+            asyncio.create_task(self._heartbeat(), name="heartbeat"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(self._task_ended)
         await self._server.start_serving()
         log.info("gateway %s listening on %s:%d", self.gateway_id, s.host, self.port)
 
@@ -179,7 +182,18 @@ class Gateway:
         for session in self.hub.all():
             session.close(CLOSE_RESYNC, "resync")
 
+    def _task_ended(self, task: asyncio.Task[None]) -> None:
+        # These tasks run until stop(): ending earlier is a bug. Fail health so the
+        # orchestrator restarts the gateway instead of leaving sockets without deliveries.
+        if task.cancelled() or self._stopping.is_set():
+            return
+        error = task.exception()
+        self._failure = f"{task.get_name()} task ended: {error!r}"
+        log.error("gateway %s: %s", self.gateway_id, self._failure, exc_info=error)
+
     def health(self) -> tuple[bool, str]:
+        if self._failure is not None:
+            return False, self._failure
         age_ms = (time.monotonic() - self._last_beat) * 1000
         if age_ms > self._settings.dead_after_ms:
             return False, f"no heartbeat for {age_ms:.0f} ms"
