@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -151,6 +152,74 @@ def plan_pubsub(
         else:
             writes.append(StreamWrite(keys.dlq, marker, pubsub_dead_letter(message, *verdict)))
     return writes
+
+
+class Subscriptions:
+    """Which copy of a published message to bridge. Redis delivers one PUBLISH once per
+    matching subscription: as a ``message`` on a subscribed channel and as a ``pmessage``
+    for each matching pattern. We keep exactly one: the channel's if it is subscribed,
+    else the first configured pattern's that matches (Redis' own glob rules, below)."""
+
+    def __init__(self, channels: Sequence[str], patterns: Sequence[str]) -> None:
+        self._channels = frozenset(c.encode() for c in channels)
+        self._patterns = [(p.encode(), redis_glob(p.encode())) for p in patterns]
+
+    def keep(self, channel: bytes, pattern: bytes | None) -> bool:
+        if pattern is None:
+            return True
+        if channel in self._channels:
+            return False
+        for raw, regex in self._patterns:
+            if regex.fullmatch(channel):
+                return raw == pattern
+        return True  # Redis matched a pattern we do not: keep it rather than lose it
+
+
+def redis_glob(pattern: bytes) -> re.Pattern[bytes]:
+    """Redis' glob (PSUBSCRIBE, KEYS) as a regex, mirroring ``stringmatchlen`` in Redis'
+    util.c: ``*``, ``?``, ``\\x`` escapes and ``[...]`` sets with ``^`` negation, ``a-z``
+    ranges and escapes. ``fnmatch`` differs (``[!...]``, no escapes), so it could pick an
+    owner Redis never matched and drop the only copy."""
+    parts, i = [], 0
+    while i < len(pattern):
+        c, i = pattern[i], i + 1
+        if c == ord("*"):
+            parts.append(b".*")
+        elif c == ord("?"):
+            parts.append(b".")
+        elif c == ord("["):
+            part, i = _glob_set(pattern, i)
+            parts.append(part)
+        else:
+            if c == ord("\\") and i < len(pattern):
+                c, i = pattern[i], i + 1
+            parts.append(_byte(c))
+    return re.compile(b"".join(parts), re.DOTALL)
+
+
+def _glob_set(pattern: bytes, i: int) -> tuple[bytes, int]:
+    """The regex of the set starting at ``pattern[i]`` (after ``[``), and where it ends."""
+    negate = i < len(pattern) and pattern[i] == ord("^")
+    i += negate
+    items = []
+    while i < len(pattern) and pattern[i] != ord("]"):
+        if pattern[i] == ord("\\") and i + 1 < len(pattern):
+            items.append(_byte(pattern[i + 1]))
+            i += 2
+        elif i + 2 < len(pattern) and pattern[i + 1] == ord("-"):
+            low, high = sorted((pattern[i], pattern[i + 2]))
+            items.append(_byte(low) + b"-" + _byte(high))
+            i += 3
+        else:
+            items.append(_byte(pattern[i]))
+            i += 1
+    if not items:  # "[]" matches nothing, "[^]" any one byte
+        return (b"." if negate else b"(?!)"), i + 1
+    return b"[" + (b"^" if negate else b"") + b"".join(items) + b"]", i + 1
+
+
+def _byte(c: int) -> bytes:
+    return b"\\x%02x" % c
 
 
 def pubsub_dead_letter(message: PubSubMessage, reason: str, error: str) -> Fields:

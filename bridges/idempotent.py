@@ -6,6 +6,7 @@ un-acked and tries again later; the Lua marker makes the retry harmless.
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,9 +24,16 @@ from streamer.keys import Keys
 _SCRIPT = (Path(__file__).parent / "lua" / "xadd_once.lua").read_text()
 
 
-def connect(
-    url: str, client_name: str, timeout_s: float = 5.0, health_check_interval_s: int = 0
-) -> redis.Redis:
+# TCP keepalive probes after 10 s idle, every 5 s, 3 unanswered = dead (Linux defaults: two
+# hours idle). Lets the kernel fail a connection whose peer vanished without a FIN/RST.
+_KEEPALIVE = {
+    opt: value
+    for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
+    if (opt := getattr(socket, name, None)) is not None
+}
+
+
+def connect(url: str, client_name: str, timeout_s: float = 5.0) -> redis.Redis:
     """A synchronous client that fails fast: the bridge owns retrying, so that its waits
     can interleave with the broker's heartbeats."""
     return redis.Redis.from_url(
@@ -34,8 +42,8 @@ def connect(
         socket_connect_timeout=min(timeout_s, 2.0),
         socket_timeout=timeout_s,
         socket_keepalive=True,
+        socket_keepalive_options=_KEEPALIVE,
         retry=Retry(NoBackoff(), 0),
-        health_check_interval=health_check_interval_s,
         client_name=client_name,
     )
 

@@ -39,8 +39,9 @@ def run_rabbitmq(settings: RabbitSettings) -> int:
 
 def run_pubsub(settings: PubSubSettings) -> int:
     name = f"streamer-bridge-pubsub-{default_process_id()}"
-    # Pings on the subscribed connection notice a silently dead peer.
-    source = connect(settings.source_url, name, health_check_interval_s=10)
+    # The bridge pings the subscribed connection itself and checks for the reply
+    # (redis-py's health check does not), see bridges.pubsub.Liveness.
+    source = connect(settings.source_url, name)
     sink = connect(settings.common.redis.url, name)
     try:
         return _run(PubSubBridge(settings, source, sink), settings.common)

@@ -5,6 +5,11 @@ subscribed (restart, outage, reconnect). Producers that need durability XADD to 
 or use RabbitMQ. What the bridge has received it writes with retries: valid messages to the
 stream, invalid ones to the DLQ with reason ``bridge_invalid``. Each message carries a
 per-process sequence marker so that retrying a write that did happen adds nothing.
+
+A message on a channel that is subscribed and also matches a pattern (or matches several
+patterns) arrives once per subscription; ``Subscriptions`` keeps one copy. On stop the
+bridge unsubscribes and keeps reading until Redis confirms, so what Redis had already sent
+(in the socket or redis-py's buffer) is written, not dropped.
 """
 
 from __future__ import annotations
@@ -13,13 +18,21 @@ import logging
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import redis
 from redis.client import PubSub
 from redis.exceptions import RedisError
 
-from bridges.core import BRIDGE_INVALID, Backoff, PubSubMessage, StreamWrite, plan_pubsub
+from bridges.core import (
+    BRIDGE_INVALID,
+    Backoff,
+    PubSubMessage,
+    StreamWrite,
+    Subscriptions,
+    plan_pubsub,
+)
 from bridges.idempotent import IdempotentWriter
 from bridges.settings import PubSubSettings
 from streamer import metrics
@@ -35,6 +48,34 @@ _POLL_S = 0.5
 # whose write failed part-way, normally seconds later. A retry more than this long after a
 # partial write (a long Redis outage) may write that batch's written part twice.
 MARKER_TTL_S = 60
+PING_MESSAGE = "streamer-bridge-ping"
+
+
+class Liveness:
+    """When to PING the subscribed connection, and when silence means the peer is gone.
+
+    redis-py's ``health_check_interval`` only sends PINGs on a subscribed connection; it
+    never notices that no PONG comes back, so a half-open connection (peer host gone, a
+    proxy or NAT holding it) would look healthy forever while no message arrives."""
+
+    def __init__(self, interval_s: float, clock: Callable[[], float]) -> None:
+        self._interval_s = interval_s
+        self._clock = clock
+        self._heard = clock()
+        self._pinged: float | None = None
+
+    def heard(self) -> None:
+        self._heard = self._clock()
+        self._pinged = None
+
+    def ping_due(self) -> bool:
+        return self._pinged is None and self._clock() - self._heard >= self._interval_s
+
+    def pinged(self) -> None:
+        self._pinged = self._clock()
+
+    def dead(self) -> bool:
+        return self._pinged is not None and self._clock() - self._pinged >= self._interval_s
 
 
 class PubSubBridge:
@@ -45,6 +86,7 @@ class PubSubBridge:
         self._source = source
         self._keys = Keys.from_settings(settings.common.redis)
         self._writer = IdempotentWriter(sink, self._keys, MARKER_TTL_S)
+        self._subscriptions = Subscriptions(settings.channels, settings.patterns)
         self._instance = uuid.uuid4().hex[:12]
         self._seq = 0
         self._stopping = threading.Event()
@@ -57,7 +99,7 @@ class PubSubBridge:
         common = self._settings.common
         backoff = Backoff(common.backoff_base_ms, common.backoff_max_ms)
         while not self._stopping.is_set():
-            pubsub = self._source.pubsub(ignore_subscribe_messages=True)  # type: ignore[no-untyped-call]
+            pubsub = self._source.pubsub()  # type: ignore[no-untyped-call]
             try:
                 self._subscribe(pubsub)
                 if backoff.attempts:
@@ -83,7 +125,6 @@ class PubSubBridge:
             pubsub.subscribe(*self._settings.channels)  # type: ignore[no-untyped-call]
         if self._settings.patterns:
             pubsub.psubscribe(*self._settings.patterns)  # type: ignore[no-untyped-call]
-        self.health.ok("redis")
         log.info(
             "subscribed to channels %s, patterns %s",
             ", ".join(self._settings.channels),
@@ -91,17 +132,63 @@ class PubSubBridge:
         )
 
     def _listen(self, pubsub: PubSub) -> None:
+        liveness = Liveness(self._settings.ping_interval_s, time.monotonic)
         while not self._stopping.is_set():
-            first = _message(pubsub.get_message(timeout=_POLL_S))
-            if first is None:
-                continue
-            batch = [first]
-            while len(batch) < self._settings.batch_max:
-                more = _message(pubsub.get_message(timeout=0))
-                if more is None:
+            batch = self._read(pubsub, liveness)
+            if batch:
+                self._flush(batch)
+        self._drain(pubsub, liveness)
+
+    def _read(self, pubsub: PubSub, liveness: Liveness) -> list[PubSubMessage]:
+        """Wait up to _POLL_S for traffic, then take what else is already buffered, up to
+        BRIDGE_BATCH_MAX. Raises ConnectionError when a PING went unanswered."""
+        if liveness.ping_due():
+            pubsub.ping(PING_MESSAGE)
+            liveness.pinged()
+        batch: list[PubSubMessage] = []
+        raw = pubsub.get_message(timeout=_POLL_S)
+        while raw is not None:
+            liveness.heard()  # healthy once Redis answers (sending alone proves nothing)
+            self.health.ok("redis")
+            message = self._message(raw)
+            if message is not None:
+                batch.append(message)
+                if len(batch) >= self._settings.batch_max:
                     break
-                batch.append(more)
-            self._flush(batch)
+            raw = pubsub.get_message(timeout=0)
+        if liveness.dead():
+            interval = self._settings.ping_interval_s
+            raise redis.ConnectionError(f"no reply to PING within {interval}s")
+        return batch
+
+    def _drain(self, pubsub: PubSub, liveness: Liveness) -> None:
+        """Unsubscribe, then write what Redis sent before it took effect: the confirmations
+        come after every message published before, on the same connection."""
+        pubsub.unsubscribe()  # type: ignore[no-untyped-call]
+        if self._settings.patterns:
+            pubsub.punsubscribe()  # type: ignore[no-untyped-call]
+        deadline = time.monotonic() + self._settings.shutdown_grace_s
+        while pubsub.subscribed:
+            if time.monotonic() >= deadline:
+                log.warning("stopping without the unsubscribe confirmation: messages may be lost")
+                return
+            batch = self._read(pubsub, liveness)
+            if batch:
+                self._flush(batch)
+
+    def _message(self, raw: dict[str, Any]) -> PubSubMessage | None:
+        """A message to bridge, or None for confirmations, PONGs and extra copies."""
+        if raw.get("type") not in ("message", "pmessage"):
+            return None
+        channel, data = raw["channel"], raw["data"]
+        channel = channel if isinstance(channel, bytes) else str(channel).encode()
+        pattern = raw.get("pattern")
+        if not self._subscriptions.keep(channel, pattern):
+            return None
+        return PubSubMessage(
+            channel=channel.decode("utf-8", "replace"),
+            data=data if isinstance(data, bytes) else str(data).encode(),
+        )
 
     def _flush(self, batch: list[PubSubMessage]) -> None:
         started = time.perf_counter()
@@ -125,17 +212,23 @@ class PubSubBridge:
         metrics.BRIDGE_BATCH_DURATION.labels(BRIDGE).observe(time.perf_counter() - started)
 
     def _write_with_retries(self, writes: list[StreamWrite], count: int) -> list[str | None]:
-        """Hold on to what was received until Redis takes it, or until stopped."""
+        """Hold on to what was received until Redis takes it; once stopping, for at most
+        BRIDGE_SHUTDOWN_GRACE_S more."""
         common = self._settings.common
         backoff = Backoff(common.backoff_base_ms, common.backoff_max_ms)
+        give_up_at: float | None = None
         while True:
             try:
                 results = self._writer.write(writes)
             except RetryableError as exc:
                 self.health.failed("redis")
                 if self._stopping.is_set():
-                    log.error("stopping with Redis unreachable: %d received messages lost", count)
-                    raise
+                    give_up_at = give_up_at or time.monotonic() + self._settings.shutdown_grace_s
+                    if time.monotonic() >= give_up_at:
+                        log.error(
+                            "stopping with Redis unreachable: %d received messages lost", count
+                        )
+                        raise
                 delay = backoff.next_s()
                 log.warning(
                     "redis unavailable (%s); holding %d messages, retrying in %.2fs",
@@ -143,18 +236,13 @@ class PubSubBridge:
                     count,
                     delay,
                 )
-                self._stopping.wait(delay)
+                self._sleep(delay, give_up_at)
                 continue
             self.health.ok("redis")
             return results
 
-
-def _message(raw: dict[str, Any] | None) -> PubSubMessage | None:
-    if raw is None or raw.get("type") not in ("message", "pmessage"):
-        return None
-    channel = raw["channel"]
-    data = raw["data"]
-    return PubSubMessage(
-        channel=channel.decode("utf-8", "replace") if isinstance(channel, bytes) else str(channel),
-        data=data if isinstance(data, bytes) else str(data).encode(),
-    )
+    def _sleep(self, delay_s: float, give_up_at: float | None) -> None:
+        if give_up_at is None:
+            self._stopping.wait(delay_s)  # returns early on stop: the grace starts then
+        else:
+            time.sleep(max(0.0, min(delay_s, give_up_at - time.monotonic())))

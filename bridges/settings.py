@@ -83,6 +83,8 @@ class PubSubSettings:
     channels: tuple[str, ...]
     patterns: tuple[str, ...]
     batch_max: int
+    shutdown_grace_s: float
+    ping_interval_s: float
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> PubSubSettings:
@@ -95,4 +97,6 @@ class PubSubSettings:
             channels=tuple(dict.fromkeys((first, *env.list("REDIS_PUBSUB_CHANNELS")))),
             patterns=env.list("REDIS_PUBSUB_PATTERNS"),
             batch_max=env.int("BRIDGE_BATCH_MAX", 500, minimum=1, maximum=10000),
+            shutdown_grace_s=env.float("BRIDGE_SHUTDOWN_GRACE_S", 10.0),
+            ping_interval_s=env.float("REDIS_PUBSUB_PING_INTERVAL_S", 10.0, minimum=0.05),
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 
 import pytest
@@ -72,3 +73,16 @@ def test_unreachable_redis_is_a_retryable_error() -> None:
     c = connect(f"redis://127.0.0.1:{free_port()}/0", "test")
     with pytest.raises(RetryableError, match="redis"):
         IdempotentWriter(c, KEYS, 600).write(writes("a"))
+
+
+def test_connections_probe_a_silent_peer_with_tcp_keepalive(client: redis.Redis) -> None:
+    """Bridge connections enable TCP keepalive after 10 s idle (not Linux's two hours)."""
+    client.ping()
+    conn = client.connection_pool.get_connection()
+    try:
+        sock = conn._sock
+        assert sock is not None
+        assert sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE) == 1
+        assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE) == 10
+    finally:
+        client.connection_pool.release(conn)

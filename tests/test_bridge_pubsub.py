@@ -10,12 +10,13 @@ import pytest
 import redis
 from prometheus_client import REGISTRY
 
+from bridges.core import redis_glob
 from bridges.idempotent import connect
 from bridges.pubsub import PubSubBridge
 from bridges.settings import PubSubSettings
 from streamer.settings import Env
 from tests.support.events import KEYS
-from tests.support.rabbit import InThread, event, stream_numbers
+from tests.support.rabbit import InThread, TcpProxy, event, stream_numbers
 from tests.support.servers import RedisServer, wait_for
 
 CHANNEL = "general_notifications"
@@ -38,7 +39,7 @@ def start(url: str, **env: str) -> InThread:
         "BRIDGE_BACKOFF_MAX_MS": "200",
     }
     settings = PubSubSettings.from_env(Env({**base, **env}))
-    bridge = PubSubBridge(settings, connect(url, "source"), connect(url, "sink"))
+    bridge = PubSubBridge(settings, connect(settings.source_url, "source"), connect(url, "sink"))
     return InThread(bridge).start()
 
 
@@ -92,3 +93,123 @@ def test_resubscribes_after_a_redis_outage(tmp_path: Path) -> None:
         server.stop()
     after = REGISTRY.get_sample_value("streamer_bridge_reconnects_total", labels) or 0.0
     assert after == before + 1
+
+
+def test_one_publish_is_bridged_once_whatever_subscriptions_match_it(
+    client: redis.Redis, redis_server: RedisServer
+) -> None:
+    """A PUBLISH matching the subscribed channel and two patterns, or two patterns, or one,
+    is written once; it is attributed to the channel, else to the first pattern."""
+    patterns = "general_*,*_notifications"
+    bridge = start(redis_server.url, REDIS_PUBSUB_PATTERNS=patterns)
+    wait_for(lambda: subscribed(client, patterns=2), what="subscribed")
+    published = {CHANNEL: 3, "general_x_notifications": 2, "ai_notifications": 1, "x": 0}
+    for n, (channel, receivers) in enumerate(published.items()):
+        assert client.publish(channel, event(n)) == receivers
+    wait_for(lambda: client.xlen(KEYS.stream) >= 3, what="bridged")
+    bridge.stop()  # drains: any extra copy already sent would be written by now
+    channels = [f[b"pubsub_channel"].decode() for _, f in client.xrange(KEYS.stream)]
+    assert channels == [CHANNEL, "general_x_notifications", "ai_notifications"]
+
+
+def test_stop_writes_everything_redis_already_sent(
+    client: redis.Redis, redis_server: RedisServer
+) -> None:
+    """SIGTERM right after a burst: the bridge unsubscribes and writes every message Redis
+    had handed to its connection before the confirmation, none dropped from the buffers."""
+    bridge = start(redis_server.url)
+    wait_for(lambda: subscribed(client), what="subscribed")
+    pipe = client.pipeline(transaction=False)
+    for n in range(5000):
+        pipe.publish(CHANNEL, event(n))
+    receivers = sum(pipe.execute())
+    bridge.stop()
+    assert receivers == 5000
+    assert stream_numbers(client, KEYS.stream) == list(range(5000))
+    assert not subscribed(client)
+
+
+def test_silent_peer_fails_health_and_the_bridge_resubscribes(client: redis.Redis) -> None:
+    """A subscribed connection that stops answering (no FIN, no RST) is noticed by an
+    unanswered PING: health fails, and once the path works again the bridge resubscribes
+    and bridges new messages."""
+    server_port = int(client.connection_pool.connection_kwargs["port"])
+    proxy = TcpProxy("127.0.0.1", server_port)
+    url = f"redis://127.0.0.1:{server_port}/0"
+    bridge = start(
+        url,
+        REDIS_PUBSUB_URL=f"redis://127.0.0.1:{proxy.port}/0",
+        REDIS_PUBSUB_PING_INTERVAL_S="0.2",
+        HEALTH_THRESHOLD_S="0.05",
+    )
+    try:
+        wait_for(lambda: subscribed(client), what="subscribed")
+        health = bridge.bridge.health  # type: ignore[attr-defined]
+        wait_for(lambda: health()[0], what="healthy")
+        proxy.freeze()
+        wait_for(lambda: not health()[0], what="health to fail")
+        proxy.thaw()
+        wait_for(lambda: health()[0], what="healthy again")
+        wait_for(lambda: proxy.accepted >= 2 and subscribed(client), what="resubscribed")
+        client.publish(CHANNEL, event(7))
+        wait_for(lambda: stream_numbers(client, KEYS.stream) == [7], what="bridged")
+        bridge.stop()
+    finally:
+        proxy.close()
+
+
+def test_stop_while_redis_is_down_keeps_retrying_for_the_grace(
+    client: redis.Redis, redis_server: RedisServer, tmp_path: Path
+) -> None:
+    """Stopped while its batch cannot be written, the bridge retries for
+    BRIDGE_SHUTDOWN_GRACE_S instead of dropping it; Redis back in time gets the batch."""
+    sink = RedisServer(tmp_path / "sink", appendonly=True).start()
+    settings = PubSubSettings.from_env(
+        Env({"REDIS_URL": sink.url, "REDIS_PUBSUB_URL": redis_server.url, "METRICS_PORT": "0",
+             "BRIDGE_BACKOFF_BASE_MS": "20", "BRIDGE_BACKOFF_MAX_MS": "100",
+             "BRIDGE_SHUTDOWN_GRACE_S": "30", "HEALTH_THRESHOLD_S": "0.01"})
+    )  # fmt: skip
+    writer = connect(sink.url, "sink")
+    bridge = InThread(PubSubBridge(settings, connect(redis_server.url, "source"), writer)).start()
+    health = bridge.bridge.health  # type: ignore[attr-defined]
+    try:
+        wait_for(lambda: subscribed(client), what="subscribed")
+        sink.stop()
+        client.publish(CHANNEL, event(1))
+        wait_for(lambda: not health()[0], what="failed writes")
+        bridge.bridge.stop()  # SIGTERM while the batch is held
+        sink = RedisServer(tmp_path / "sink", port=sink.port, appendonly=True).start()
+        bridge.stop()
+        assert stream_numbers(writer, KEYS.stream) == [1]
+    finally:
+        writer.close()
+        sink.stop()
+
+
+def test_pattern_matching_agrees_with_redis_glob(client: redis.Redis) -> None:
+    """redis_glob matches exactly the names Redis' own glob (SCAN MATCH) matches."""
+    names = [b"a", b"ab", b"abc", b"a^c", b"a]c", b"a-c", b"a*c", b"a\\c", b"x.y", b"b!c"]
+    names += [b"a\nc", b"", b"abbc", b"[ab]", b"a?c"]
+    for name in names:
+        client.set(b"k:" + name, 1)
+    patterns = [
+        b"a*",
+        b"a?c",
+        b"a[^b]c",
+        b"a[!b]c",
+        b"a[b-a]c",
+        b"a\\*c",
+        b"a[\\]]c",
+        b"a[]c",
+        b"[^]bc",
+        b"a[a-]c",
+        b"a\\?c",
+        b"*.*",
+        b"a[bc",
+        b"a\\",
+        b"[[]ab]",
+    ]
+    for pattern in patterns:
+        by_redis = {k[2:] for k in client.scan_iter(match=b"k:" + pattern, count=1000)}
+        ours = {n for n in names if redis_glob(pattern).fullmatch(n)}
+        assert ours == by_redis, pattern

@@ -170,7 +170,8 @@ class InThread:
 
 class TcpProxy:
     """Forwards 127.0.0.1:<port> to a target; ``cut()`` drops every open connection (like a
-    broker closing them) while still accepting new ones."""
+    broker closing them) while still accepting new ones; ``freeze()`` keeps connections open
+    but forwards nothing (a silent peer: host gone, a NAT holding the flow) until ``thaw()``."""
 
     def __init__(self, target_host: str, target_port: int) -> None:
         self._target = (target_host, target_port)
@@ -178,6 +179,8 @@ class TcpProxy:
         self.port = int(self._listener.getsockname()[1])
         self._open: list[socket.socket] = []
         self._lock = threading.Lock()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self.accepted = 0
         threading.Thread(target=self._accept, name="proxy", daemon=True).start()
 
@@ -197,7 +200,7 @@ class TcpProxy:
                 self._open += [client, upstream]
                 self.accepted += 1
             for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pump, args=(a, b), daemon=True).start()
+                threading.Thread(target=_pump, args=(a, b, self._flowing), daemon=True).start()
 
     def cut(self) -> int:
         with self._lock:
@@ -208,14 +211,22 @@ class TcpProxy:
             s.close()
         return len(sockets) // 2
 
+    def freeze(self) -> None:
+        self._flowing.clear()
+
+    def thaw(self) -> None:
+        self._flowing.set()
+
     def close(self) -> None:
         self._listener.close()
+        self.thaw()
         self.cut()
 
 
-def _pump(source: socket.socket, sink: socket.socket) -> None:
+def _pump(source: socket.socket, sink: socket.socket, flowing: threading.Event) -> None:
     with contextlib.suppress(OSError):
         while data := source.recv(65536):
+            flowing.wait()
             sink.sendall(data)
     for s in (source, sink):
         with contextlib.suppress(OSError):
