@@ -1,6 +1,7 @@
 """Push throughput of one worker process against the local fake APNs and FCM.
 
-Each fake runs in its own process (TLS + HTTP/2, as in the tests). For each provider:
+Each fake runs in its own process (TLS; HTTP/2 for APNs, HTTP/1.1 for FCM, as in the
+tests), so it does not share the worker's interpreter. For each provider:
 N events targeting only that push channel are loaded into a private redis-server, then one
 in-process worker (uvloop, the real senders with markers) drains them; pushes/s is N over
 the drain time and CPU/push is this process's CPU over N. A second row sends N pushes
