@@ -32,6 +32,7 @@ import uvloop
 from benchmarks.common import cpu_seconds, machine, private_redis
 from streamer.push.base import PushRequest, PushSender
 from streamer.push.factory import build_push_senders
+from streamer.redis_client import connect
 from streamer.schemas import Channel, NotificationPayload, push_content
 from streamer.settings import Env
 from streamer.worker.main import Worker
@@ -99,7 +100,12 @@ async def load(redis: aioredis.Redis, stream: str, channel: Channel, count: int)
 
 async def through_worker(provider: str, env: dict[str, str], count: int) -> Result:
     settings = WorkerSettings.from_env(Env(env))
-    redis = aioredis.Redis.from_url(env["REDIS_URL"])
+    # The client the worker process uses (streamer worker): same connection class.
+    redis = connect(
+        env["REDIS_URL"],
+        client_name="streamer-worker-bench",
+        socket_timeout_s=settings.consumer.block_ms / 1000 + 10,
+    )
     await redis.flushall()  # our private redis-server
     await load(redis, settings.redis.stream_key, CHANNELS[provider], count)
     senders = build_push_senders(Env(env))
