@@ -17,7 +17,7 @@ from streamer.policy import Outcome
 from streamer.push.apns import ProviderToken, jwt_due
 from streamer.push.base import PushRequest
 from streamer.push.factory import build_push_senders
-from streamer.push.fcm import TokenState, token_state
+from streamer.push.fcm import TokenState, env_proxy, token_state
 from streamer.push.huffman import CachedHuffmanEncoder, huffman_encode
 from streamer.push.observe import Throttle
 from streamer.push.outcomes import Kind, Verdict, apns_verdict, fcm_verdict, retry_after_ms
@@ -364,3 +364,14 @@ def test_huffman_encoder_matches_hpack_byte_for_byte() -> None:
         if value:
             assert huffman_encode(value) == reference.encode(value)
         assert cached.encode(value) == reference.encode(value)
+
+
+def test_fcm_proxy_comes_from_the_environment_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTPS_PROXY applies to FCM unless NO_PROXY names the host; none set, no proxy."""
+    for name in ("HTTPS_PROXY", "https_proxy", "NO_PROXY", "no_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert env_proxy("https://fcm.googleapis.com/v1/projects/p/messages:send") is None
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    assert env_proxy("https://fcm.googleapis.com/v1/x") == "http://proxy.internal:3128"
+    assert env_proxy("https://127.0.0.1:8443/v1/x") is None

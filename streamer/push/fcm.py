@@ -16,6 +16,7 @@ import enum
 import logging
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Mapping
 from datetime import UTC
@@ -161,6 +162,15 @@ def _log_failure(task: asyncio.Task[None]) -> None:
         log.warning("FCM access token refresh failed: %s", exc)
 
 
+def env_proxy(url: str) -> str | None:
+    """The proxy HTTPS_PROXY / NO_PROXY name for ``url`` (as the token endpoint's urllib and
+    httpx before aiohttp honour them), read once: aiohttp's trust_env reads them per request."""
+    parts = urllib.parse.urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
+        return None
+    return urllib.request.getproxies().get(parts.scheme)
+
+
 def auth_failure(exc: GoogleAuthError) -> Verdict:
     """The token endpoint said no (our key or account is wrong) or could not be reached."""
     if isinstance(exc, RefreshError) and not exc.retryable:
@@ -189,12 +199,10 @@ class FcmSender:
             limit=push.concurrency, ssl=client_context(push.ca_file, ("http/1.1",))
         )
         self._session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(total=push.timeout_s),
-            auto_decompress=False,  # we ask for no compression; a body stays as sent
-            skip_auto_headers=("User-Agent",),
+            connector=connector, timeout=aiohttp.ClientTimeout(total=push.timeout_s)
         )
         self._url = f"{settings.endpoint}/v1/projects/{settings.project_id}/messages:send"
+        self._proxy = env_proxy(self._url)
         self._slots = asyncio.Semaphore(push.concurrency)
         self._timeout_s = push.timeout_s
 
@@ -229,6 +237,7 @@ class FcmSender:
                 self._url,
                 data=body,
                 headers={"authorization": header, "content-type": "application/json"},
+                proxy=self._proxy,
             ) as response:
                 content = await response.read()
         except TimeoutError:
