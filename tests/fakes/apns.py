@@ -57,18 +57,19 @@ class FakeApns:
 
     def handle(self, request: Request) -> Reply | Awaitable[Reply]:
         apns_id = request.headers.get("apns-id", "00000000-0000-0000-0000-000000000000")
-        error = self._check(request)
-        if error is not None:
-            return _answer(apns_id, *error)
+        checked = self._check(request)
+        if isinstance(checked, tuple):
+            return _answer(apns_id, *checked)
         token = request.path.removeprefix("/3/device/")
         self.attempts[token] += 1
         bearer = request.headers["authorization"][len("bearer ") :]
         self.jwts[token].append(bearer)
-        self.last[token] = (request.headers, json.loads(request.body))
+        self.last[token] = (request.headers, checked)
         return self._by_prefix(token, apns_id, bearer)
 
-    def _check(self, request: Request) -> tuple[int, str] | None:
-        """The validation Apple does before looking at the device token."""
+    def _check(self, request: Request) -> tuple[int, str] | dict[str, Any]:
+        """The validation Apple does before looking at the device token: an error (status,
+        reason), or the payload."""
         if request.method != "POST":
             return 405, "MethodNotAllowed"
         if not request.path.startswith("/3/device/"):
@@ -87,7 +88,7 @@ class FakeApns:
             return 413, "PayloadTooLarge"
         return self._check_payload(request)
 
-    def _check_payload(self, request: Request) -> tuple[int, str] | None:
+    def _check_payload(self, request: Request) -> tuple[int, str] | dict[str, Any]:
         try:
             payload = json.loads(request.body)
         except ValueError:
@@ -105,7 +106,7 @@ class FakeApns:
         expiration = request.headers.get("apns-expiration", "0")
         if not expiration.isdigit():
             return 400, "BadExpirationDate"
-        return None
+        return payload
 
     def _auth_error(self, authorization: str | None) -> str | None:
         if not authorization or not authorization.startswith("bearer "):
