@@ -260,3 +260,60 @@ async def until_async(
     while not await predicate():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         await asyncio.sleep(0.01)
+
+
+class GatedSender:
+    """A push sender that holds every push until the gate opens, counting pushes per event."""
+
+    channel = "push_ios"
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.calls: dict[str, int] = {}
+
+    async def send(self, request: PushRequest) -> ChannelResult:
+        self.calls[request.event_key] = self.calls.get(request.event_key, 0) + 1
+        await self.gate.wait()
+        return ChannelResult("push_ios", Outcome.DELIVERED)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_entries_waiting_for_push_capacity_are_not_pushed_twice(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
+    """With pushes slower than the claim timeout and more entries than push slots, a worker
+    reads only what it has room for, so another worker never reclaims and re-pushes them."""
+    sender = GatedSender()
+    await add_events(
+        redis,
+        [payload("u1", n, target_channels=["push_ios"], device_token="t" * 64) for n in range(40)],
+    )
+    workers = [
+        Worker(
+            redis,
+            worker_settings(
+                redis_server.url, WORKER_ID=f"w{n}", READ_COUNT="40", CLAIM_IDLE_MS="150"
+            ),
+            {"push_ios": sender},  # type: ignore[dict-item]
+            push_concurrency=1,  # 16 entries in flight per worker at most
+        )
+        for n in range(2)
+    ]
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    await until(lambda: sum(sender.calls.values()) >= 32, "both workers holding full sets")
+    # Let several claim timeouts pass while every push is stuck: nothing may be reclaimed.
+    await asyncio.sleep(0.6)
+    sender.gate.set()
+    await until_async(lambda: _all_acked(redis, 40), "every entry acked")
+    for worker in workers:
+        worker.stop()
+    await asyncio.gather(*tasks)
+    assert sorted(sender.calls.values()) == [1] * 40
+    assert await redis.xlen(KEYS.dlq) == 0
+
+
+async def _all_acked(redis: aioredis.Redis, total: int) -> bool:
+    group = (await redis.xinfo_groups(KEYS.stream))[0]
+    return int(group["entries-read"] or 0) >= total and int(group["pending"]) == 0

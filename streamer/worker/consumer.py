@@ -110,26 +110,28 @@ class StreamConsumer:
                 self._keys.stream,
             )
 
-    async def next_batch(self) -> list[RawEntry]:
-        """Reclaimed entries when a reclaim is due, else new entries (blocking up to block_ms)."""
+    async def next_batch(self, limit: int | None = None) -> list[RawEntry]:
+        """Reclaimed entries when a reclaim is due, else new entries (blocking up to block_ms);
+        at most ``limit`` (default READ_COUNT)."""
+        count = min(limit or self._settings.read_count, self._settings.read_count)
         try:
             if time.monotonic() >= self._next_claim_at:
-                claimed = await self._claim()
+                claimed = await self._claim(count)
                 if claimed:
                     return claimed
-            return await self._read()
+            return await self._read(count)
         except ResponseError as exc:
             if "NOGROUP" not in str(exc):
                 raise
             await self._recreate_group()
             return []
 
-    async def _read(self) -> list[RawEntry]:
+    async def _read(self, count: int) -> list[RawEntry]:
         reply = await self._redis.xreadgroup(
             self._keys.group,
             self.name,
             {self._keys.stream: ">"},
-            count=self._settings.read_count,
+            count=count,
             block=self._settings.block_ms,
         )
         if not reply:
@@ -141,7 +143,7 @@ class StreamConsumer:
     def _claim_interval_s(self) -> float:
         return max(0.05, min(self._settings.claim_idle_ms / 2000, 5.0))
 
-    async def _claim(self) -> list[RawEntry]:
+    async def _claim(self, count: int) -> list[RawEntry]:
         """One XAUTOCLAIM step, following its cursor across calls."""
         start = self._claim_cursor
         reply = await self._redis.xautoclaim(
@@ -150,7 +152,7 @@ class StreamConsumer:
             self.name,
             self._settings.claim_idle_ms,
             start_id=start,
-            count=self._settings.read_count,
+            count=count,
         )
         cursor = _text(reply[0])
         claimed = [(_text(eid), fields) for eid, fields in reply[1] if eid is not None]

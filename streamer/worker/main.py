@@ -61,7 +61,8 @@ class Worker:
 
     async def step(self) -> int:
         """Read one batch, process it, settle it. Returns the batch size."""
-        batch = await self.consumer.next_batch()
+        room = await self._processor.room(self._settings.consumer.read_count)
+        batch = await self.consumer.next_batch(room)
         if not batch:
             return 0
         started = time.perf_counter()

@@ -59,9 +59,22 @@ class BatchProcessor:
         self._senders = senders
         self._consumer = consumer
         self._delivery = delivery
-        self._capacity = asyncio.Semaphore(push_concurrency * INFLIGHT_PER_SLOT)
+        self._capacity_limit = push_concurrency * INFLIGHT_PER_SLOT
+        self._capacity = asyncio.Semaphore(self._capacity_limit)
+        self._room = asyncio.Event()
         self._inflight: set[asyncio.Task[Settlement]] = set()
         self._inflight_ids: set[str] = set()
+
+    async def room(self, wanted: int) -> int:
+        """How many entries the next read may take: waits until ``wanted`` (at most the
+        capacity) push slots are free. Waiting here, before reading, keeps entries from being
+        read and then left pending, unrefreshed, while they wait for a slot (other workers
+        would reclaim and push them again)."""
+        wanted = min(wanted, self._capacity_limit)
+        while self._capacity_limit - len(self._inflight) < wanted:
+            self._room.clear()
+            await self._room.wait()
+        return self._capacity_limit - len(self._inflight)
 
     async def process(self, batch: list[RawEntry]) -> Settlement:
         settlement = Settlement()
@@ -208,6 +221,7 @@ class BatchProcessor:
         self._inflight.discard(task)
         self._inflight_ids.discard(entry_id)
         self._capacity.release()
+        self._room.set()
 
     async def _push_and_decide(
         self, entry: RawEntry, event: Event, results: list[ChannelResult], jobs: list[PushJob]
