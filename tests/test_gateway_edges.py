@@ -100,8 +100,9 @@ async def test_token_expiry_closes_open_socket(
 ) -> None:
     """An open socket is closed with 4001 when its token's exp passes."""
     async with running_gateway(redis_server.url) as gateway:
-        conn = await open_socket(gateway.port, "u1", token=token("u1", ttl_s=1))
-        async with asyncio.timeout(5):
+        # Long enough to survive a slow handshake on a loaded machine (JWT exp is in seconds).
+        conn = await open_socket(gateway.port, "u1", token=token("u1", ttl_s=3))
+        async with asyncio.timeout(10):
             await conn.wait_closed()
         assert conn.close_code == 4001
 
