@@ -33,6 +33,7 @@ from benchmarks.common import cpu_seconds, machine, private_redis
 from streamer.push.base import PushRequest, PushSender
 from streamer.push.factory import build_push_senders
 from streamer.redis_client import connect
+from streamer.runtime import tune_gc
 from streamer.schemas import Channel, NotificationPayload, push_content
 from streamer.settings import Env
 from streamer.worker.main import Worker
@@ -215,6 +216,7 @@ def main(argv: list[str]) -> None:
     server = private_redis()
     try:
         credentials = make_credentials(Path(tempfile.mkdtemp(prefix="streamer-push-bench-")))
+        tune_gc()  # as `streamer worker` does at start-up (streamer.runtime.run)
         uvloop.run(run(args, server.url, credentials))
     finally:
         server.stop()
