@@ -33,6 +33,7 @@ from bridges.core import (
     Subscriptions,
     plan_pubsub,
 )
+from bridges.holding import write_until_taken
 from bridges.idempotent import IdempotentWriter
 from bridges.settings import PubSubSettings
 from streamer import metrics
@@ -215,31 +216,19 @@ class PubSubBridge:
         """Hold on to what was received until Redis takes it; once stopping, for at most
         BRIDGE_SHUTDOWN_GRACE_S more."""
         common = self._settings.common
-        backoff = Backoff(common.backoff_base_ms, common.backoff_max_ms)
-        give_up_at: float | None = None
-        while True:
-            try:
-                results = self._writer.write(writes)
-            except RetryableError as exc:
-                self.health.failed("redis")
-                if self._stopping.is_set():
-                    give_up_at = give_up_at or time.monotonic() + self._settings.shutdown_grace_s
-                    if time.monotonic() >= give_up_at:
-                        log.error(
-                            "stopping with Redis unreachable: %d received messages lost", count
-                        )
-                        raise
-                delay = backoff.next_s()
-                log.warning(
-                    "redis unavailable (%s); holding %d messages, retrying in %.2fs",
-                    exc,
-                    count,
-                    delay,
-                )
-                self._sleep(delay, give_up_at)
-                continue
-            self.health.ok("redis")
-            return results
+        try:
+            return write_until_taken(
+                lambda: self._writer.write(writes),
+                backoff=Backoff(common.backoff_base_ms, common.backoff_max_ms),
+                health=self.health,
+                stopping=self._stopping,
+                grace_s=self._settings.shutdown_grace_s,
+                wait=self._sleep,
+                holding=f"holding {count} messages",
+            )
+        except RetryableError:
+            log.error("stopping with Redis unreachable: %d received messages lost", count)
+            raise
 
     def _sleep(self, delay_s: float, give_up_at: float | None) -> None:
         if give_up_at is None:

@@ -30,6 +30,7 @@ from bridges.core import (
     StreamWrite,
     plan_amqp,
 )
+from bridges.holding import write_until_taken
 from bridges.idempotent import IdempotentWriter
 from bridges.settings import RabbitSettings
 from streamer import metrics
@@ -271,27 +272,20 @@ class RabbitBridge:
         assert self._connection is not None
         common = self._settings.common
         backoff = Backoff(common.backoff_base_ms, common.backoff_max_ms)
-        give_up_at: float | None = None
-        while True:
-            try:
-                results = self._writer.write(writes)
-            except RetryableError as exc:
-                self.health.failed("redis")
-                if self._stopping.is_set():
-                    give_up_at = give_up_at or time.monotonic() + self._settings.shutdown_grace_s
-                    if time.monotonic() >= give_up_at:
-                        raise _GiveUp from exc
-                delay = backoff.next_s()
-                log.warning(
-                    "redis unavailable (%s); batch of %d not acked, retrying in %.2fs",
-                    exc,
-                    len(writes),
-                    delay,
-                )
-                self._connection.sleep(delay)
-                continue
-            if backoff.attempts:
-                metrics.BRIDGE_RECONNECTS.labels(BRIDGE, "redis").inc()
-                log.info("redis is back after %d failed attempt(s)", backoff.attempts)
-            self.health.ok("redis")
-            return results
+        connection = self._connection
+        try:
+            results = write_until_taken(
+                lambda: self._writer.write(writes),
+                backoff=backoff,
+                health=self.health,
+                stopping=self._stopping,
+                grace_s=self._settings.shutdown_grace_s,
+                wait=lambda delay, _: connection.sleep(delay),
+                holding=f"batch of {len(writes)} not acked",
+            )
+        except RetryableError as exc:
+            raise _GiveUp from exc
+        if backoff.attempts:
+            metrics.BRIDGE_RECONNECTS.labels(BRIDGE, "redis").inc()
+            log.info("redis is back after %d failed attempt(s)", backoff.attempts)
+        return results

@@ -10,7 +10,7 @@ from websockets.exceptions import ConnectionClosed
 
 from streamer.decode import Event
 from streamer.gateway.resume import Frame, has_gap
-from streamer.schemas import NotificationPayload, encode_content
+from streamer.schemas import NotificationPayload
 from streamer.worker.userlog import Appended, InboxDelivery, UserLogWriter
 from tests.support.events import KEYS, worker_settings
 from tests.support.gateway import (
@@ -49,8 +49,8 @@ async def test_overtaking_delivery_is_preceded_by_the_one_it_overtook(
         # The worker holding the later event reaches the inbox first.
         await writer.deliver_to_inboxes(
             [
-                _delivery(gateway.gateway_id, events[1], second),
-                _delivery(gateway.gateway_id, events[0], first),
+                InboxDelivery.of(gateway.gateway_id, events[1], second),
+                InboxDelivery.of(gateway.gateway_id, events[0], first),
             ]
         )
         frames = await receive(conn, 2)
@@ -92,7 +92,7 @@ async def test_unfillable_gap_closes_with_resync(
         events = [_event("fred", n) for n in (1, 2)]
         first, second = [a for a in await writer.append(events) if isinstance(a, Appended)]
         await redis.xdel(KEYS.user_log("fred"), first.log_id)  # trimmed before it was sent
-        await writer.deliver_to_inboxes([_delivery(gateway.gateway_id, events[1], second)])
+        await writer.deliver_to_inboxes([InboxDelivery.of(gateway.gateway_id, events[1], second)])
         with pytest.raises(ConnectionClosed) as closed:
             await receive(conn, 1)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
@@ -132,7 +132,10 @@ async def _append_and_deliver_reversed(
     events = [_event(user, n) for n in (1, 2)]
     first, second = [a for a in await writer.append(events) if isinstance(a, Appended)]
     await writer.deliver_to_inboxes(
-        [_delivery(gateway_id, events[1], second), _delivery(gateway_id, events[0], first)]
+        [
+            InboxDelivery.of(gateway_id, events[1], second),
+            InboxDelivery.of(gateway_id, events[0], first),
+        ]
     )
     return first, second
 
@@ -140,37 +143,3 @@ async def _append_and_deliver_reversed(
 def _event(user: str, n: int) -> Event:
     payload = NotificationPayload(user_id=user, event_type="test", data={"n": n})
     return Event(f"{n}-0", payload, f"manual-{n}")
-
-
-def _delivery(gateway_id: str, event: Event, appended: Appended) -> InboxDelivery:
-    return InboxDelivery(
-        gateway_id=gateway_id,
-        user_id=event.payload.user_id,
-        log_id=appended.log_id,
-        event_type=event.payload.event_type,
-        content=encode_content(event.payload),
-        ingress_ms=0,
-        prev_id=appended.prev_id,
-    )
-
-
-async def test_a_background_task_that_dies_fails_health(
-    redis: aioredis.Redis, redis_server: RedisServer
-) -> None:
-    """If the inbox task ends by a bug, /healthz turns unhealthy instead of idling silently."""
-    async with running_gateway(redis_server.url) as gateway:
-        assert gateway.health()[0]
-
-        async def broken(entries: object) -> None:
-            raise RuntimeError("bug in delivery")
-
-        gateway._inbox._deliver = broken  # inject a bug into the inbox task's hand-over
-        await publish(redis, redis_server.url, "ivy", range(1))
-        await redis.hset(KEYS.owners("ivy"), gateway.gateway_id, 1)
-        await publish(redis, redis_server.url, "ivy", range(1, 2))
-
-        async def unhealthy() -> bool:
-            return not gateway.health()[0]
-
-        await eventually(unhealthy, what="health failing")
-        assert "inbox task ended" in gateway.health()[1]

@@ -27,7 +27,7 @@ from streamer.policy import (
 )
 from streamer.push.base import PushRequest, PushSender
 from streamer.redis_client import entry_ms
-from streamer.schemas import Channel, encode_content, push_content
+from streamer.schemas import Channel, push_content
 from streamer.worker.consumer import Deferred, RawEntry, Settlement
 from streamer.worker.settings import ConsumerSettings, DeliverySettings
 from streamer.worker.userlog import Appended, InboxDelivery, LiveGateways, UserLogWriter
@@ -156,7 +156,7 @@ class BatchProcessor:
         for event, result in owners_by_event:
             for gid in result.owners:
                 if gid in live:
-                    inbox.append((event, _inbox_delivery(gid, event, result)))
+                    inbox.append((event, InboxDelivery.of(gid, event, result)))
         errors = await self._userlog.deliver_to_inboxes([d for _, d in inbox])
         for (event, _), error in zip(inbox, errors, strict=True):
             if error is not None:
@@ -277,15 +277,3 @@ def _feedback(event: Event, result: ChannelResult) -> dict[str, str]:
 
 def _retry(channel: Channel, reason: str, error: str) -> ChannelResult:
     return ChannelResult(channel, Outcome.RETRY, reason, error)
-
-
-def _inbox_delivery(gateway_id: str, event: Event, appended: Appended) -> InboxDelivery:
-    return InboxDelivery(
-        gateway_id=gateway_id,
-        user_id=event.payload.user_id,
-        log_id=appended.log_id,
-        event_type=event.payload.event_type,
-        content=encode_content(event.payload),
-        ingress_ms=entry_ms(event.entry_id),
-        prev_id=appended.prev_id,
-    )

@@ -11,6 +11,7 @@ from redis.exceptions import NoScriptError
 
 from streamer.decode import Event
 from streamer.keys import Keys
+from streamer.redis_client import entry_ms
 from streamer.schemas import encode_content
 from streamer.worker.settings import DeliverySettings
 
@@ -40,6 +41,19 @@ class InboxDelivery:
     content: bytes
     ingress_ms: int
     prev_id: str = ""
+
+    @classmethod
+    def of(cls, gateway_id: str, event: Event, appended: Appended) -> InboxDelivery:
+        """The delivery of an appended event to one owning gateway."""
+        return cls(
+            gateway_id=gateway_id,
+            user_id=event.payload.user_id,
+            log_id=appended.log_id,
+            event_type=event.payload.event_type,
+            content=encode_content(event.payload),
+            ingress_ms=entry_ms(event.entry_id),
+            prev_id=appended.prev_id,
+        )
 
 
 class UserLogWriter:
