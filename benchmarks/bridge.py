@@ -16,7 +16,7 @@ from pathlib import Path
 
 import redis
 
-from benchmarks.common import cpu_seconds, machine, private_redis
+from benchmarks.common import cpu_seconds, machine, private_redis, write_section
 from bridges.rabbitmq import dead_letter_queue, declare_queue
 from tests.support.rabbit import (
     channel,
@@ -70,18 +70,6 @@ def run(messages: int, prefetch: str) -> dict[str, float]:
     return {"publish_s": publish_s, "elapsed": elapsed, "timed": timed, "cpu": cpu}
 
 
-def write_section(text: str) -> None:
-    """Replace (or append) our section of BENCHMARKS.md; other sections are left as they are."""
-    old = RESULTS.read_text() if RESULTS.exists() else "# Benchmarks\n"
-    start = old.find(SECTION)
-    if start < 0:
-        RESULTS.write_text(old.rstrip("\n") + "\n\n" + text)
-        return
-    end = old.find("\n## ", start + len(SECTION))
-    rest = "" if end < 0 else old[end + 1 :]
-    RESULTS.write_text(old[:start] + text + ("\n" + rest if rest else ""))
-
-
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="benchmarks.bridge")
     parser.add_argument("--messages", type=int, default=100_000)
@@ -98,8 +86,10 @@ def main(argv: list[str]) -> None:
     )
     print(f"machine: {machine()}\nbridge: {line}")
     write_section(
+        RESULTS,
+        SECTION,
         f"{SECTION}\n\n`python -m benchmarks bridge` ({time.strftime('%Y-%m-%d')}, "
-        f"{machine()}; RabbitMQ and Redis on the same host):\n\n- {line}\n"
+        f"{machine()}; RabbitMQ and Redis on the same host):\n\n- {line}\n",
     )
 
 

@@ -37,7 +37,7 @@ import redis
 import uvloop
 from websockets.asyncio.client import connect
 
-from benchmarks.common import cpu_seconds, machine, private_redis
+from benchmarks.common import cpu_seconds, machine, private_redis, write_section
 from streamer.gateway.auth import mint_token
 from streamer.settings import Env
 from tests.support.servers import free_port, streamer_env, wait_for
@@ -170,7 +170,7 @@ def main(argv: list[str]) -> None:
     text = render(args, phases, results, load_before)
     print(text, flush=True)
     if not args.no_write:
-        write_section(BENCHMARKS_MD, text)
+        write_section(BENCHMARKS_MD, SECTION, text)
         print(f"(written to {BENCHMARKS_MD})")
 
 
@@ -275,18 +275,6 @@ def _row(phase: Phase, stats: dict[str, Any]) -> str:
         f"{stats['duplicates']:,} | {rate:,.0f} | {stats['p50']:.1f} | {stats['p99']:.1f} | "
         f"{stats['max']:.1f} |"
     )
-
-
-def write_section(path: Path, text: str) -> None:
-    """Replace (or append) this benchmark's section, leaving the others as they are."""
-    current = path.read_text() if path.exists() else "# Benchmarks\n"
-    start = current.find(SECTION)
-    if start < 0:
-        path.write_text(current.rstrip("\n") + "\n\n" + text)
-        return
-    end = current.find("\n## ", start + len(SECTION))
-    tail = "" if end < 0 else current[end:]
-    path.write_text(current[:start] + text.rstrip("\n") + "\n" + tail)
 
 
 # --- load process --------------------------------------------------------------------------

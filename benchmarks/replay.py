@@ -8,7 +8,6 @@ scans everything but writes 1 in `--users` entries (the cost of decoding for fil
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import subprocess
@@ -18,25 +17,10 @@ from dataclasses import dataclass
 
 import redis
 
-from benchmarks.common import cpu_seconds, machine, private_redis
+from benchmarks.common import cpu_seconds, load_events, machine, private_redis
 from tests.support.servers import streamer_env
 
 STREAM = "notify:events"
-
-
-def load(client: redis.Redis, events: int, users: int) -> None:
-    pipe = client.pipeline(transaction=False)
-    for n in range(events):
-        body = {
-            "user_id": f"u{n % users}",
-            "event_type": "ai_generation_progress",
-            "data": {"n": n, "progress": n % 100, "job": f"job-{n // 100}"},
-            "target_channels": ["websocket"],
-        }
-        pipe.xadd(STREAM, {"payload": json.dumps(body)})
-        if len(pipe) >= 5000:
-            pipe.execute()
-    pipe.execute()
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +71,7 @@ def main(argv: list[str]) -> None:
     assert server.process is not None
     client = redis.Redis.from_url(server.url)
     try:
-        load(client, args.entries, args.users)
+        load_events(client, args.entries, args.users)
         end = client.xrevrange(STREAM, count=1)[0][0].decode()
         load_avg = os.getloadavg()[0]
         full = timed_replay(server.url, server.process.pid, "--to", end, "--batch", args.batch)

@@ -7,32 +7,17 @@ first read until the group has read and acked everything.
 from __future__ import annotations
 
 import argparse
-import json
 import subprocess
 import sys
 import time
 
 import redis
 
-from benchmarks.common import cpu_seconds, machine, private_redis
+from benchmarks.common import cpu_seconds, load_events, machine, private_redis
 from tests.support.servers import streamer_env, wait_for
 
 STREAM = "notify:events"
 GROUP = "notify-workers"
-
-
-def load(client: redis.Redis, events: int, users: int) -> None:
-    pipe = client.pipeline(transaction=False)
-    for n in range(events):
-        body = {
-            "user_id": f"u{n % users}",
-            "event_type": "bench",
-            "data": {"n": n, "progress": n % 100},
-        }
-        pipe.xadd(STREAM, {"payload": json.dumps(body)})
-        if len(pipe) >= 5000:
-            pipe.execute()
-    pipe.execute()
 
 
 def group_state(client: redis.Redis) -> tuple[int, int]:
@@ -51,7 +36,7 @@ def main(argv: list[str]) -> None:
     server = private_redis()
     client = redis.Redis.from_url(server.url)
     try:
-        load(client, args.events, args.users)
+        load_events(client, args.events, args.users)
         env = streamer_env(
             server.url, WORKER_ID="bench", READ_COUNT=args.read_count, LOG_LEVEL="warning"
         )
