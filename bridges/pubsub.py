@@ -27,7 +27,6 @@ from redis.exceptions import RedisError
 
 from bridges.core import (
     BRIDGE_INVALID,
-    Backoff,
     PubSubMessage,
     StreamWrite,
     Subscriptions,
@@ -97,8 +96,7 @@ class PubSubBridge:
         self._stopping.set()
 
     def run(self) -> None:
-        common = self._settings.common
-        backoff = Backoff(common.backoff_base_ms, common.backoff_max_ms)
+        backoff = self._settings.common.backoff()
         while not self._stopping.is_set():
             pubsub = self._source.pubsub()  # type: ignore[no-untyped-call]
             try:
@@ -215,11 +213,10 @@ class PubSubBridge:
     def _write_with_retries(self, writes: list[StreamWrite], count: int) -> list[str | None]:
         """Hold on to what was received until Redis takes it; once stopping, for at most
         BRIDGE_SHUTDOWN_GRACE_S more."""
-        common = self._settings.common
         try:
             return write_until_taken(
                 lambda: self._writer.write(writes),
-                backoff=Backoff(common.backoff_base_ms, common.backoff_max_ms),
+                backoff=self._settings.common.backoff(),
                 health=self.health,
                 stopping=self._stopping,
                 grace_s=self._settings.shutdown_grace_s,

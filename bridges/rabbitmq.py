@@ -26,7 +26,6 @@ from bridges.core import (
     BRIDGE_ERROR,
     AmqpDelivery,
     AmqpPlan,
-    Backoff,
     StreamWrite,
     plan_amqp,
 )
@@ -125,8 +124,7 @@ class RabbitBridge:
         self._stopping.set()
 
     def run(self) -> None:
-        common = self._settings.common
-        backoff = Backoff(common.backoff_base_ms, common.backoff_max_ms)
+        backoff = self._settings.common.backoff()
         try:
             while not self._stopping.is_set():
                 try:
@@ -270,8 +268,7 @@ class RabbitBridge:
         """Write until Redis takes the batch. Waits go through connection.sleep so
         heartbeats continue; more deliveries may arrive meanwhile (bounded by prefetch)."""
         assert self._connection is not None
-        common = self._settings.common
-        backoff = Backoff(common.backoff_base_ms, common.backoff_max_ms)
+        backoff = self._settings.common.backoff()
         connection = self._connection
         try:
             results = write_until_taken(

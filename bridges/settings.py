@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from bridges.core import Backoff
 from streamer.errors import ConfigError
 from streamer.settings import Env, LogSettings, RedisSettings
 
@@ -37,6 +38,10 @@ class BridgeCommon:
             metrics_port=env.int("METRICS_PORT", default_metrics_port, maximum=65535),
             health_threshold_s=env.float("HEALTH_THRESHOLD_S", 30.0, minimum=0.01),
         )
+
+    def backoff(self) -> Backoff:
+        """A fresh capped, jittered backoff for one reconnect or write-retry sequence."""
+        return Backoff(self.backoff_base_ms, self.backoff_max_ms)
 
 
 @dataclass(frozen=True, slots=True)
