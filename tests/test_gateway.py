@@ -11,6 +11,7 @@ from streamer.gateway.ownership import users_key
 from tests.support.events import KEYS
 from tests.support.gateway import (
     eventually,
+    last_seen_then_offline,
     numbers,
     open_socket,
     owner_count,
@@ -64,12 +65,9 @@ async def test_resume_after_50_offline_events(
 ) -> None:
     """Reconnecting with last_event_id gets exactly the 50 missed events, recovered, then live."""
     async with running_gateway(redis_server.url) as gateway:
-        conn = await open_socket(gateway.port, "carol")
-        await publish(redis, redis_server.url, "carol", range(1))
-        [seen] = await receive(conn, 1)
-        await conn.close()
+        seen_id = await last_seen_then_offline(redis, redis_server.url, gateway.port, "carol")
         await publish(redis, redis_server.url, "carol", range(1, 51))
-        conn = await open_socket(gateway.port, "carol", last_event_id=seen["id"])
+        conn = await open_socket(gateway.port, "carol", last_event_id=seen_id)
         replayed, recovery = await receive_until_recovery(conn)
         assert numbers(replayed) == list(range(1, 51))
         assert recovery == {"type": "_recovery", "recovered": True, "replayed": 50}
@@ -83,12 +81,11 @@ async def test_resume_from_trimmed_id_is_not_recovered(
 ) -> None:
     """An id older than the kept history gives recovered:false and no partial replay."""
     async with running_gateway(redis_server.url) as gateway:
-        conn = await open_socket(gateway.port, "dave")
-        await publish(redis, redis_server.url, "dave", range(1), USER_HISTORY_SIZE="10")
-        [seen] = await receive(conn, 1)
-        await conn.close()
+        seen_id = await last_seen_then_offline(
+            redis, redis_server.url, gateway.port, "dave", USER_HISTORY_SIZE="10"
+        )
         await publish(redis, redis_server.url, "dave", range(1, 30), USER_HISTORY_SIZE="10")
-        conn = await open_socket(gateway.port, "dave", last_event_id=seen["id"])
+        conn = await open_socket(gateway.port, "dave", last_event_id=seen_id)
         replayed, recovery = await receive_until_recovery(conn)
         assert replayed == []
         assert recovery == {"type": "_recovery", "recovered": False, "replayed": 0}

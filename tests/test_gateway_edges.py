@@ -23,6 +23,7 @@ from tests.support.events import KEYS, add_events, payload, worker_settings
 from tests.support.gateway import (
     SECRET,
     eventually,
+    last_seen_then_offline,
     numbers,
     open_socket,
     owner_count,
@@ -133,10 +134,7 @@ async def test_events_arriving_during_replay_have_no_gap_and_no_duplicate(
 ) -> None:
     """Events appended just before and after the replay read arrive once each, in order."""
     async with running_gateway(redis_server.url) as gateway:
-        conn = await open_socket(gateway.port, "gina")
-        await publish(redis, redis_server.url, "gina", range(1))
-        [seen] = await receive(conn, 1)
-        await conn.close()
+        seen_id = await last_seen_then_offline(redis, redis_server.url, gateway.port, "gina")
         await publish(redis, redis_server.url, "gina", range(1, 11))
         inbox = KEYS.inbox(gateway.gateway_id)
         real_read = gateway._read_log
@@ -155,7 +153,7 @@ async def test_events_arriving_during_replay_have_no_gap_and_no_duplicate(
             return frames
 
         gateway._read_log = racing_read  # type: ignore[method-assign]
-        conn = await open_socket(gateway.port, "gina", last_event_id=seen["id"])
+        conn = await open_socket(gateway.port, "gina", last_event_id=seen_id)
         caught_up, recovery = await receive_until_recovery(conn, within_s=10)
         assert numbers(caught_up) == list(range(1, 21))
         assert recovery["recovered"] is True

@@ -106,6 +106,17 @@ async def publish(
     await Worker(redis, worker_settings(redis_url, **extra)).drain()
 
 
+async def last_seen_then_offline(
+    redis: aioredis.Redis, redis_url: str, port: int, user: str, **extra: str
+) -> str:
+    """Connect, receive event 0 live, disconnect: the id a client would resume from."""
+    conn = await open_socket(port, user)
+    await publish(redis, redis_url, user, range(1), **extra)
+    [seen] = await receive(conn, 1)
+    await conn.close()
+    return str(seen["id"])
+
+
 def numbers(frames: list[dict[str, Any]]) -> list[int]:
     return [f["content"]["n"] for f in frames]
 
