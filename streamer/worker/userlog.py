@@ -30,6 +30,7 @@ class Appended:
     duplicate: bool
     owners: tuple[str, ...]
     prev_id: str = ""  # the log entry before this one when it was appended ("" if unknown)
+    content: bytes = b""  # the event's data as stored (encoded once, reused for every inbox)
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +51,7 @@ class InboxDelivery:
             user_id=event.payload.user_id,
             log_id=appended.log_id,
             event_type=event.payload.event_type,
-            content=encode_content(event.payload),
+            content=appended.content,
             ingress_ms=entry_ms(event.entry_id),
             prev_id=appended.prev_id,
         )
@@ -68,20 +69,21 @@ class UserLogWriter:
         exception in place of a result, so one bad entry does not fail the batch."""
         if not events:
             return []
-        replies = await self._append_pipelined(events)
+        contents = [encode_content(event.payload) for event in events]
+        replies = await self._append_pipelined(events, contents)
         if any(isinstance(r, NoScriptError) for r in replies):
             # Redis restarted and lost its script cache: load again and redo the batch
             # (the script is idempotent, so entries that did run are not appended twice).
             self._script_sha = None
-            replies = await self._append_pipelined(events)
-        return [_appended(reply) for reply in replies]
+            replies = await self._append_pipelined(events, contents)
+        return [_appended(r, content) for r, content in zip(replies, contents, strict=True)]
 
-    async def _append_pipelined(self, events: list[Event]) -> list[object]:
+    async def _append_pipelined(self, events: list[Event], contents: list[bytes]) -> list[object]:
         if self._script_sha is None:
             self._script_sha = str(await self._redis.script_load(_APPEND_SCRIPT))
         s = self._settings
         pipe = self._redis.pipeline(transaction=False)
-        for event in events:
+        for event, content in zip(events, contents, strict=True):
             uid = event.payload.user_id
             pipe.evalsha(
                 self._script_sha,
@@ -93,7 +95,7 @@ class UserLogWriter:
                 s.user_history_ttl_s,
                 s.dedupe_ttl_s,
                 event.payload.event_type,
-                encode_content(event.payload),
+                content,
                 event.event_key,
                 event.entry_id,
             )
@@ -131,13 +133,13 @@ class UserLogWriter:
         await pipe.execute()
 
 
-def _appended(reply: object) -> Appended | Exception:
+def _appended(reply: object, content: bytes) -> Appended | Exception:
     if isinstance(reply, Exception):
         return reply
     assert isinstance(reply, list)
     log_id, duplicate, prev, *owners = reply
     owner_ids = tuple(o.decode() for o in owners)
-    return Appended(log_id.decode(), bool(int(duplicate)), owner_ids, prev.decode())
+    return Appended(log_id.decode(), bool(int(duplicate)), owner_ids, prev.decode(), content)
 
 
 class LiveGateways:
