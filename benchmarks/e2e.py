@@ -39,7 +39,7 @@ from websockets.asyncio.client import connect
 
 from benchmarks.common import cpu_seconds, machine, private_redis, write_section
 from streamer.gateway.auth import mint_token
-from streamer.settings import Env
+from streamer.infra.settings import Env
 from tests.support.servers import free_port, streamer_env, wait_for
 
 STREAM = "notify:events"

@@ -30,12 +30,12 @@ import redis.asyncio as aioredis
 import uvloop
 
 from benchmarks.common import cpu_seconds, machine, private_redis
+from streamer.contract.event import Channel, NotificationPayload, push_content
+from streamer.infra.redis import connect
+from streamer.infra.runtime import tune_gc
+from streamer.infra.settings import Env
 from streamer.push.base import PushRequest, PushSender
 from streamer.push.factory import build_push_senders
-from streamer.redis_client import connect
-from streamer.runtime import tune_gc
-from streamer.schemas import Channel, NotificationPayload, push_content
-from streamer.settings import Env
 from streamer.worker.main import Worker
 from streamer.worker.settings import WorkerSettings
 from tests.fakes.certs import PushCredentials, make_credentials
@@ -216,7 +216,7 @@ def main(argv: list[str]) -> None:
     server = private_redis()
     try:
         credentials = make_credentials(Path(tempfile.mkdtemp(prefix="streamer-push-bench-")))
-        tune_gc()  # as `streamer worker` does at start-up (streamer.runtime.run)
+        tune_gc()  # as `streamer worker` does at start-up (streamer.infra.runtime.run)
         uvloop.run(run(args, server.url, credentials))
     finally:
         server.stop()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from streamer.settings import Env
+from streamer.infra.settings import Env
 
 
 def register(sub: Any) -> None:

@@ -13,9 +13,9 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from streamer.decode import decode_payload
-from streamer.keys import Keys
-from streamer.policy import backoff_ms
+from streamer.contract.decode import decode_payload
+from streamer.contract.keys import Keys
+from streamer.core.policy import backoff_ms
 
 # DLQ reason of an invalid Pub/Sub message (the decode reason goes into `error`).
 BRIDGE_INVALID = "bridge_invalid"

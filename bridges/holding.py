@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 
 from bridges.core import Backoff
-from streamer.errors import RetryableError
-from streamer.http_server import HealthTracker
+from streamer.infra.errors import RetryableError
+from streamer.infra.http import HealthTracker
 
 log = logging.getLogger(__name__)
 

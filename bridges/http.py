@@ -1,7 +1,7 @@
 """/metrics and /healthz for the bridges, served from a daemon thread.
 
 The bridges block on pika / redis-py in the main thread, so the asyncio endpoint of the
-worker cannot run there. Responses are the same bytes (``streamer.http_server.render``).
+worker cannot run there. Responses are the same bytes (``streamer.infra.http.render``).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import contextlib
 import socketserver
 import threading
 
-from streamer.http_server import HealthCheck, render
+from streamer.infra.http import HealthCheck, render
 
 _MAX_HEAD_BYTES = 8192
 

@@ -8,13 +8,13 @@ from collections.abc import Callable
 from typing import Protocol
 
 from bridges.http import MetricsServer
-from bridges.idempotent import connect
 from bridges.pubsub import PubSubBridge
 from bridges.rabbitmq import RabbitBridge
 from bridges.settings import BridgeCommon, PubSubSettings, RabbitSettings
-from streamer.http_server import HealthCheck
-from streamer.logs import setup_logging
-from streamer.settings import default_process_id
+from streamer.infra.http import HealthCheck
+from streamer.infra.logs import setup_logging
+from streamer.infra.redis import connect_sync
+from streamer.infra.settings import default_process_id
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ class Bridge(Protocol):
 
 def run_rabbitmq(settings: RabbitSettings) -> int:
     name = f"streamer-bridge-rabbitmq-{default_process_id()}"
-    client = connect(settings.common.redis.url, name)
+    client = connect_sync(settings.common.redis.url, client_name=name)
     try:
         return _run(RabbitBridge(settings, client, name), settings.common)
     finally:
@@ -41,8 +41,8 @@ def run_pubsub(settings: PubSubSettings) -> int:
     name = f"streamer-bridge-pubsub-{default_process_id()}"
     # The bridge pings the subscribed connection itself and checks for the reply
     # (redis-py's health check does not), see bridges.pubsub.Liveness.
-    source = connect(settings.source_url, name)
-    sink = connect(settings.common.redis.url, name)
+    source = connect_sync(settings.source_url, client_name=name)
+    sink = connect_sync(settings.common.redis.url, client_name=name)
     try:
         return _run(PubSubBridge(settings, source, sink), settings.common)
     finally:
@@ -56,9 +56,9 @@ def _run(bridge: Bridge, common: BridgeCommon) -> int:
     logging.getLogger("pika").setLevel(max(logging.WARNING, logging.getLogger().level))
     _on_signals(bridge.stop)
     server = None
-    if common.metrics_port:
-        server = MetricsServer(common.metrics_host, common.metrics_port, bridge.health).start()
-        log.info("metrics on http://%s:%d/metrics", common.metrics_host, server.port)
+    if common.metrics.port:
+        server = MetricsServer(common.metrics.host, common.metrics.port, bridge.health).start()
+        log.info("metrics on http://%s:%d/metrics", common.metrics.host, server.port)
     try:
         bridge.run()
     finally:

@@ -23,7 +23,6 @@ from typing import Any
 
 import redis
 from redis.client import PubSub
-from redis.exceptions import RedisError
 
 from bridges.core import (
     BRIDGE_INVALID,
@@ -35,12 +34,15 @@ from bridges.core import (
 from bridges.holding import write_until_taken
 from bridges.idempotent import IdempotentWriter
 from bridges.settings import PubSubSettings
-from streamer import metrics
-from streamer.errors import RetryableError
-from streamer.http_server import HealthTracker
-from streamer.keys import Keys
+from streamer.contract.keys import Keys
+from streamer.infra import metrics
+from streamer.infra.errors import RetryableError
+from streamer.infra.http import HealthTracker
+from streamer.infra.redis import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
+
+_TRANSIENT: tuple[type[BaseException], ...] = (*REDIS_ERRORS, RetryableError)
 
 BRIDGE = "pubsub"
 _POLL_S = 0.5
@@ -90,7 +92,7 @@ class PubSubBridge:
         self._instance = uuid.uuid4().hex[:12]
         self._seq = 0
         self._stopping = threading.Event()
-        self.health = HealthTracker(settings.common.health_threshold_s, time.monotonic)
+        self.health = HealthTracker(settings.common.metrics.health_threshold_s, time.monotonic)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -110,7 +112,7 @@ class PubSubBridge:
                     )
                 backoff.reset()
                 self._listen(pubsub)
-            except (RedisError, OSError, RetryableError) as exc:
+            except _TRANSIENT as exc:
                 self.health.failed("redis")
                 delay = backoff.next_s()
                 log.warning("redis unavailable (%s); resubscribing in %.2fs", exc, delay)

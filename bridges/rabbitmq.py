@@ -32,10 +32,10 @@ from bridges.core import (
 from bridges.holding import write_until_taken
 from bridges.idempotent import IdempotentWriter
 from bridges.settings import RabbitSettings
-from streamer import metrics
-from streamer.errors import ConfigError, RetryableError
-from streamer.http_server import HealthTracker
-from streamer.keys import Keys
+from streamer.contract.keys import Keys
+from streamer.infra import metrics
+from streamer.infra.errors import ConfigError, RetryableError
+from streamer.infra.http import HealthTracker
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +118,7 @@ class RabbitBridge:
         self._channel: Any = None
         self._consumer_tags: list[str] = []
         self._cancelled_by_broker = False
-        self.health = HealthTracker(settings.common.health_threshold_s, time.monotonic)
+        self.health = HealthTracker(settings.common.metrics.health_threshold_s, time.monotonic)
 
     def stop(self) -> None:
         self._stopping.set()

@@ -5,11 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from bridges.core import Backoff
-from streamer.errors import ConfigError
-from streamer.settings import Env, LogSettings, RedisSettings
-
-RABBITMQ_METRICS_PORT = 9102
-PUBSUB_METRICS_PORT = 9103
+from streamer.infra.errors import ConfigError
+from streamer.infra.settings import (
+    PUBSUB_BRIDGE_METRICS_PORT,
+    RABBITMQ_BRIDGE_METRICS_PORT,
+    Env,
+    LogSettings,
+    MetricsSettings,
+    RedisSettings,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,9 +25,7 @@ class BridgeCommon:
     max_payload_bytes: int
     backoff_base_ms: int
     backoff_max_ms: int
-    metrics_host: str
-    metrics_port: int
-    health_threshold_s: float
+    metrics: MetricsSettings
 
     @classmethod
     def from_env(cls, env: Env, default_metrics_port: int) -> BridgeCommon:
@@ -34,9 +36,7 @@ class BridgeCommon:
             max_payload_bytes=env.int("MAX_PAYLOAD_BYTES", 65536, minimum=64),
             backoff_base_ms=base_ms,
             backoff_max_ms=env.int("BRIDGE_BACKOFF_MAX_MS", 10000, minimum=base_ms),
-            metrics_host=env.text("METRICS_HOST", "0.0.0.0"),
-            metrics_port=env.int("METRICS_PORT", default_metrics_port, maximum=65535),
-            health_threshold_s=env.float("HEALTH_THRESHOLD_S", 30.0, minimum=0.01),
+            metrics=MetricsSettings.from_env(env, default_metrics_port),
         )
 
     def backoff(self) -> Backoff:
@@ -64,7 +64,7 @@ class RabbitSettings:
             raise ConfigError(f"RABBITMQ_URL: expected an amqp:// or amqps:// URL, got {url!r}")
         first = env.text("RABBITMQ_QUEUE_NAME_AI_UPDATES", "ai_updates_notifications")
         return cls(
-            common=BridgeCommon.from_env(env, RABBITMQ_METRICS_PORT),
+            common=BridgeCommon.from_env(env, RABBITMQ_BRIDGE_METRICS_PORT),
             url=url,
             queues=tuple(dict.fromkeys((first, *env.list("RABBITMQ_QUEUES")))),
             prefetch=env.int("RABBITMQ_PREFETCH", 200, minimum=1, maximum=65535),
@@ -94,7 +94,7 @@ class PubSubSettings:
     @classmethod
     def from_env(cls, env: Env | None = None) -> PubSubSettings:
         env = env or Env()
-        common = BridgeCommon.from_env(env, PUBSUB_METRICS_PORT)
+        common = BridgeCommon.from_env(env, PUBSUB_BRIDGE_METRICS_PORT)
         first = env.text("REDIS_PUBSUB_CHANNEL_NAME", "general_notifications")
         return cls(
             common=common,

@@ -7,19 +7,19 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
-from streamer.errors import ConfigError
+from streamer.infra.errors import ConfigError
 
 Handler = Callable[[argparse.Namespace], int]
 
 # Each module exposes register(subparsers) and sets a `handler` default on its parser(s).
 COMMAND_MODULES = (
     "streamer.worker.cli",
-    "streamer.publish",
-    "streamer.status",
-    "streamer.up",
+    "streamer.ops.publish",
+    "streamer.ops.status",
+    "streamer.ops.up",
     "bridges.cli",
-    "streamer.replay.cli",
-    "streamer.dlq",
+    "streamer.ops.replay.cli",
+    "streamer.ops.dlq",
     "streamer.gateway.cli",
 )
 

@@ -6,8 +6,12 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+import redis as syncredis
 import redis.asyncio as aioredis
 
+from streamer.contract.keys import Keys
+from streamer.infra.redis import connect_sync
+from tests.support.metrics import isolated
 from tests.support.servers import RedisServer
 
 
@@ -21,8 +25,25 @@ def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServ
 
 @pytest.fixture
 async def redis(redis_server: RedisServer) -> AsyncIterator[aioredis.Redis]:
-    """A client on the private server, emptied before each test (we own that server)."""
+    """An asyncio client on the private server, emptied before each test (we own it)."""
     client = aioredis.Redis.from_url(redis_server.url, decode_responses=False)
     await client.flushall()
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def sync_redis(redis_server: RedisServer) -> Iterator[syncredis.Redis]:
+    """A synchronous, fail-fast client (streamer's own) on the private server, emptied before
+    each test (we own it)."""
+    client = connect_sync(redis_server.url, client_name="test")
+    client.flushall()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def isolated_env(redis_server: RedisServer) -> tuple[dict[str, str], Keys]:
+    """Environment for streamer processes on the private server under a key prefix of their
+    own (no flush needed, so processes of other tests are never disturbed), and its keys."""
+    return isolated(redis_server.url)

@@ -17,10 +17,10 @@ import jwt
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from streamer.errors import ConfigError
+from streamer.contract.websocket import SUBPROTOCOL_PREFIX
 from streamer.gateway.settings import AuthSettings
+from streamer.infra.errors import ConfigError
 
-SUBPROTOCOL_PREFIX = "bearer."
 HTTP_UNAUTHORIZED = 401
 HTTP_FORBIDDEN = 403
 

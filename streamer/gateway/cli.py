@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from streamer import runtime
-from streamer.errors import ConfigError
 from streamer.gateway.auth import mint_token
 from streamer.gateway.server import run_gateway
 from streamer.gateway.settings import GatewaySettings
-from streamer.settings import Env
+from streamer.infra import runtime
+from streamer.infra.errors import ConfigError
+from streamer.infra.settings import Env
 
 
 def register(sub: Any) -> None:

@@ -15,10 +15,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from streamer import metrics
-from streamer.gateway.resume import StreamId, format_id, parse_id, successor
+from streamer.contract.ids import StreamId, format_id, parse_id, successor
+from streamer.infra import metrics
+from streamer.infra.redis import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ class InboxReader:
             try:
                 await self.step()
                 backoff = 0.1
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 log.warning("inbox read failed (%s); retrying in %.1fs", exc, backoff)
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._stopping.wait(), backoff)

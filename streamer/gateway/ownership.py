@@ -20,9 +20,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from streamer.keys import Keys
+from streamer.contract.keys import Keys
+from streamer.infra.redis import REDIS_ERRORS
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ class OwnershipBook:
                 pipe.srem(self._users_key, user_id)
         try:
             replies = await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             log.warning("ownership write failed (%s); retrying in %.1fs", exc, self._retry_s)
             self._dirty |= users
             for waiter in waiters:
@@ -208,7 +208,7 @@ class Presence:
     async def withdraw(self) -> None:
         """Leave at once (shutdown), so workers stop routing here before the heartbeat ages."""
         gid = self.gateway_id
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_ERRORS):
             pipe = self.redis.pipeline(transaction=False)
             pipe.zrem(self.keys.gateways, gid)
             pipe.delete(self.keys.gateway_info(gid), self.keys.inbox(gid))

@@ -1,4 +1,4 @@
-"""Resume logic (pure): stream ids, the recovered decision, merging replay with live.
+"""Resume logic (pure): the recovered decision, merging replay with live frames.
 
 Recovered rule: a resume from ``last_event_id`` is recovered iff that exact entry is still in
 the user's log and at most ``max_replay`` entries follow it. The log is only trimmed from the
@@ -10,32 +10,10 @@ Works on Redis 6.2 (no XINFO first-entry tricks needed).
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-StreamId = tuple[int, int]  # (milliseconds, sequence), ordered like Redis orders them
-
-_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
-_U64 = (1 << 64) - 1
-
-
-def parse_id(text: str) -> StreamId | None:
-    """A full ``<ms>-<seq>`` stream id, or None for anything else."""
-    match = _ID.match(text)
-    if match is None:
-        return None
-    ms, seq = int(match[1]), int(match[2])
-    return None if ms > _U64 or seq > _U64 else (ms, seq)
-
-
-def format_id(sid: StreamId) -> str:
-    return f"{sid[0]}-{sid[1]}"
-
-
-def successor(sid: StreamId) -> StreamId:
-    """The smallest id greater than ``sid`` (for exclusive bounds and XTRIM MINID)."""
-    return (sid[0], sid[1] + 1) if sid[1] < _U64 else (sid[0] + 1, 0)
+from streamer.contract.ids import StreamId
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,16 +17,23 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
-from streamer import metrics
+from streamer.contract.ids import MIN_ID, StreamId, parse_id
+from streamer.contract.keys import Keys
+from streamer.contract.websocket import (
+    SUBPROTOCOL_PREFIX,
+    CloseCode,
+    close_code_label,
+    event_frame,
+    parse_socket_path,
+    route_path,
+)
 from streamer.gateway import http
 from streamer.gateway.auth import (
-    SUBPROTOCOL_PREFIX,
     Denied,
     Granted,
     TokenVerifier,
@@ -35,24 +42,16 @@ from streamer.gateway.auth import (
 )
 from streamer.gateway.inbox import InboxReader
 from streamer.gateway.ownership import OwnershipBook, Presence
-from streamer.gateway.protocol import (
-    CLOSE_RESYNC,
-    close_code_label,
-    parse_socket_path,
-    route_path,
-)
-from streamer.gateway.resume import Frame, StreamId, parse_id
+from streamer.gateway.resume import Frame
 from streamer.gateway.session import Hub, Session
 from streamer.gateway.settings import GatewaySettings
-from streamer.keys import Keys
-from streamer.redis_client import connect
-from streamer.schemas import socket_frame
+from streamer.infra import metrics
+from streamer.infra.redis import REDIS_ERRORS, connect
 
 log = logging.getLogger(__name__)
 
 _HTTP_TOO_MANY = 429
 _HTTP_UNAVAILABLE = 503
-_CLOSE_INTERNAL = 1011
 # The send-buffer bound is enforced by Session before each send; websockets' own flow
 # control must never make send() wait on drain(), or one slow socket would stall the fan-out.
 _NEVER_PAUSE_WRITES = (1 << 31) - 1  # uvloop takes a C int
@@ -143,12 +142,12 @@ class Gateway:
             self._server.close(close_connections=True)
             await self._server.wait_closed()
         self._inbox.stop()
-        with contextlib.suppress(asyncio.TimeoutError, RedisError, OSError):
+        with contextlib.suppress(asyncio.TimeoutError, *REDIS_ERRORS):
             await asyncio.wait_for(self._book.flushed(), self._settings.sockets.close_timeout_s)
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_ERRORS):
             await self._book.clear()
         await self._presence.withdraw()
         log.info("gateway %s stopped", self.gateway_id)
@@ -162,7 +161,7 @@ class Gateway:
                 return
             try:
                 await self._presence.beat(self.hub.sockets, self._book.users)
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 log.warning("heartbeat failed: %s", exc)
                 continue
             self._book.reassert()  # rewrites every entry; reports any that had vanished
@@ -180,7 +179,7 @@ class Gateway:
         )
         self._book.reassert()
         for session in self.hub.all():
-            session.close(CLOSE_RESYNC, "resync")
+            session.close(CloseCode.RESYNC, "resync")
 
     def _task_ended(self, task: asyncio.Task[None]) -> None:
         # These tasks run until stop(): ending earlier is a bug. Fail health so the
@@ -265,7 +264,7 @@ class Gateway:
             await self._book.add(user_id)
             # Read after the ownership is in place: every later entry reaches this socket.
             session.live_floor = await self._log_tail(user_id)
-        except (RedisError, OSError):
+        except REDIS_ERRORS:
             self._release(conn)
             return self._reject(_HTTP_UNAVAILABLE, "redis")
         return None
@@ -291,9 +290,9 @@ class Gateway:
         metrics.SOCKETS_OPEN.inc()
         try:
             await session.run(last_event_id)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             log.warning("socket of a user failed: %s", exc)
-            await conn.close(_CLOSE_INTERNAL, "try again")
+            await conn.close(CloseCode.INTERNAL_ERROR, "try again")
         finally:
             self._release(conn)
             metrics.SOCKETS_OPEN.dec()
@@ -314,14 +313,14 @@ class Gateway:
             sid = parse_id(log_id)
             assert sid is not None  # Redis hands out well-formed ids
             frames.append(
-                Frame(sid, socket_frame(log_id, fields[b"type"].decode(), fields[b"content"]))
+                Frame(sid, event_frame(log_id, fields[b"type"].decode(), fields[b"content"]))
             )
         return frames
 
     async def _log_tail(self, user_id: str) -> StreamId:
         newest = await self._redis.xrevrange(self._keys.user_log(user_id), count=1)
         sid = parse_id(newest[0][0].decode()) if newest else None
-        return sid if sid is not None else (0, 0)
+        return sid if sid is not None else MIN_ID
 
     def _vanished(self, users: set[str]) -> None:
         # Our ownership entries were gone (a worker thought us dead, Redis lost data): events
@@ -331,7 +330,7 @@ class Gateway:
         )
         for session in self.hub.all():
             if session.user_id in users:
-                session.close(CLOSE_RESYNC, "resync")
+                session.close(CloseCode.RESYNC, "resync")
 
 
 def _offered(headers: Headers) -> list[str]:
@@ -347,7 +346,11 @@ async def run_gateway(settings: GatewaySettings) -> None:
     if settings.log.level != "debug":
         # websockets logs every open and rejected connection at INFO.
         logging.getLogger("websockets").setLevel(logging.WARNING)
-    redis = connect(settings.redis.url, client_name=f"streamer-gateway-{settings.gateway_id}")
+    redis = connect(
+        settings.redis.url,
+        client_name=f"streamer-gateway-{settings.gateway_id}",
+        block_ms=settings.inbox_block_ms,
+    )
     gateway = Gateway(redis, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -20,29 +20,18 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
-from streamer import metrics
-from streamer.gateway.inbox import InboxEntry
-from streamer.gateway.protocol import (
-    CLOSE_RESYNC,
-    CLOSE_SLOW_CLIENT,
-    CLOSE_TOKEN_EXPIRED,
+from streamer.contract.ids import StreamId, format_id, parse_id, successor
+from streamer.contract.websocket import (
     PONG,
+    CloseCode,
+    event_frame,
     parse_client_frame,
     recovery_frame,
 )
-from streamer.gateway.resume import (
-    Frame,
-    StreamId,
-    fetch_count,
-    format_id,
-    has_gap,
-    merge,
-    parse_id,
-    plan_resume,
-    successor,
-)
+from streamer.gateway.inbox import InboxEntry
+from streamer.gateway.resume import Frame, fetch_count, has_gap, merge, plan_resume
 from streamer.gateway.settings import SocketSettings
-from streamer.schemas import socket_frame
+from streamer.infra import metrics
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +79,7 @@ class Session:
         expiry = loop.call_later(
             max(0.0, self._expires_at - time.time()),
             self.close,
-            CLOSE_TOKEN_EXPIRED,
+            CloseCode.TOKEN_EXPIRED,
             "token expired",
         )
         try:
@@ -217,7 +206,7 @@ class Session:
                 break
         reached = self._sent_floor()
         if reached is None or reached < frame.prev:
-            self.close(CLOSE_RESYNC, "resync")
+            self.close(CloseCode.RESYNC, "resync")
             return False
         return True
 
@@ -237,7 +226,7 @@ class Session:
 
     def _close_slow(self) -> None:
         metrics.SLOW_CLIENT_CLOSES.inc()
-        self.close(CLOSE_SLOW_CLIENT, "slow client")
+        self.close(CloseCode.SLOW_CLIENT, "slow client")
 
     def close(self, code: int, reason: str) -> None:
         """Start the closing handshake without waiting for it (the client may not read)."""
@@ -295,7 +284,7 @@ class Hub:
             if not sessions:
                 continue
             frame = Frame(
-                entry.sid, socket_frame(entry.log_id, entry.event_type, entry.content), entry.prev
+                entry.sid, event_frame(entry.log_id, entry.event_type, entry.content), entry.prev
             )
             for session in tuple(sessions):
                 await session.push(frame)

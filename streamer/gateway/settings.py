@@ -6,8 +6,8 @@ import os
 import socket
 from dataclasses import dataclass
 
-from streamer.errors import ConfigError
-from streamer.settings import Env, LogSettings, RedisSettings
+from streamer.infra.errors import ConfigError
+from streamer.infra.settings import Env, LogSettings, RedisSettings
 
 DEFAULT_PORT = 8765
 

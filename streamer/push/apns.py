@@ -28,7 +28,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 from h2.exceptions import H2Error
 
-from streamer.policy import ChannelResult
+from streamer.contract.event import Channel
+from streamer.core.policy import ChannelResult
 from streamer.push.base import PushRequest
 from streamer.push.huffman import CachedHuffmanEncoder
 from streamer.push.observe import PushObserver
@@ -36,7 +37,6 @@ from streamer.push.outcomes import Kind, Verdict, apns_connection_failure, apns_
 from streamer.push.payloads import ApnsNotification, apns_notification
 from streamer.push.settings import ApnsSettings, PushSettings
 from streamer.push.tls import client_context
-from streamer.schemas import Channel
 
 # Apple: refresh the provider token no more often than every 20 minutes (else
 # TooManyProviderTokenUpdates) and no less often than every 60 (else ExpiredProviderToken).

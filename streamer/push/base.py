@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from streamer.policy import ChannelResult
-from streamer.schemas import Channel, PushContent
+from streamer.contract.event import Channel, PushContent
+from streamer.core.policy import ChannelResult
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +32,3 @@ class PushSender(Protocol):
     async def send(self, request: PushRequest) -> ChannelResult: ...
 
     async def close(self) -> None: ...
-
-
-def redact_token(token: str) -> str:
-    """Device tokens are never logged in full."""
-    return f"{token[:6]}…{token[-4:]}" if len(token) > 12 else "…"

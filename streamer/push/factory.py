@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from streamer.errors import ConfigError
-from streamer.keys import Keys
+from streamer.contract.event import Channel
+from streamer.contract.keys import Keys
+from streamer.infra.errors import ConfigError
+from streamer.infra.redis import connect
+from streamer.infra.settings import Env, RedisSettings
 from streamer.push.apns import ApnsSender
 from streamer.push.base import PushSender
 from streamer.push.fcm import FcmSender
 from streamer.push.marker import MarkedSender, PushMarkers
 from streamer.push.settings import PushSettings
-from streamer.redis_client import connect
-from streamer.schemas import Channel
-from streamer.settings import Env, RedisSettings
 
 
 def build_push_senders(env: Env) -> dict[Channel, PushSender]:

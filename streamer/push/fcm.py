@@ -29,14 +29,14 @@ import google.auth.transport
 from google.auth.exceptions import GoogleAuthError, RefreshError, TransportError
 from google.oauth2 import service_account
 
-from streamer.policy import ChannelResult
+from streamer.contract.event import Channel
+from streamer.core.policy import ChannelResult
 from streamer.push.base import PushRequest
 from streamer.push.observe import PushObserver
 from streamer.push.outcomes import Kind, Verdict, fcm_connection_failure, fcm_verdict
 from streamer.push.payloads import fcm_message
 from streamer.push.settings import FcmSettings, PushSettings
 from streamer.push.tls import client_context
-from streamer.schemas import Channel
 
 log = logging.getLogger(__name__)
 

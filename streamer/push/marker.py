@@ -13,13 +13,13 @@ import logging
 from typing import Literal
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from streamer import metrics
-from streamer.keys import Keys
-from streamer.policy import ChannelResult, Outcome
+from streamer.contract.event import Channel
+from streamer.contract.keys import Keys
+from streamer.core.policy import ChannelResult, Outcome
+from streamer.infra import metrics
+from streamer.infra.redis import REDIS_ERRORS
 from streamer.push.base import PushRequest, PushSender
-from streamer.schemas import Channel
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class PushMarkers:
                     pipe.set(key, b"1", ex=self._ttl_s)
             try:
                 replies = await pipe.execute(raise_on_error=False)
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 replies = [exc] * len(batch)
             for (_, _, future), reply in zip(batch, replies, strict=True):
                 if future.done():
@@ -102,7 +102,7 @@ class MarkedSender:
         key = self._markers.key(request)
         try:
             accepted = await self._markers.accepted(key)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             # Without the marker a send might repeat one already accepted: wait for Redis.
             return ChannelResult(self.channel, Outcome.RETRY, REDIS_ERROR, str(exc))
         if accepted:
@@ -112,7 +112,7 @@ class MarkedSender:
         if result.outcome in _DONE:
             try:
                 await self._markers.record(key)
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 log.warning("could not mark push %s as done: %s", key, exc)
         return result
 

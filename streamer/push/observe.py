@@ -10,8 +10,8 @@ import logging
 import time
 from collections.abc import Callable
 
-from streamer import metrics
-from streamer.push.base import redact_token
+from streamer.infra import metrics
+from streamer.infra.logs import mask_token
 from streamer.push.outcomes import Kind, Verdict
 
 log = logging.getLogger("streamer.push")
@@ -53,7 +53,7 @@ class PushObserver:
         metrics.PUSHES.labels(self.provider, verdict.kind.value).inc()
         if verdict.kind is Kind.DEAD_TOKEN:
             metrics.PUSH_DEAD_TOKENS.labels(self.provider).inc()
-            log.info("%s: dead token %s (%s)", self.provider, redact_token(token), verdict.reason)
+            log.info("%s: dead token %s (%s)", self.provider, mask_token(token), verdict.reason)
         elif verdict.kind is Kind.CONFIG:
             self._config_error(verdict)
 

@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import msgspec
 
-from streamer.policy import ChannelResult, Outcome
-from streamer.schemas import Channel
+from streamer.contract.event import Channel
+from streamer.core.policy import ChannelResult, Outcome
 
 
 class Kind(enum.Enum):

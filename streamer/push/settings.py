@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from streamer.errors import ConfigError
-from streamer.settings import Env
+from streamer.infra.errors import ConfigError
+from streamer.infra.settings import Env
 
 APNS_PRODUCTION_HOST = "api.push.apple.com"
 APNS_SANDBOX_HOST = "api.sandbox.push.apple.com"

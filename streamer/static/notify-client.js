@@ -29,13 +29,23 @@ export const State = Object.freeze({
   CLOSED: "closed",
 });
 
-/** Close codes of the gateway that change what the client does next. */
+/** Close codes of the gateway (streamer/contract/websocket.py; a test keeps them equal). */
 export const CloseCode = Object.freeze({
   NORMAL: 1000,
   GOING_AWAY: 1001,
-  SLOW_CLIENT: 4008,
+  MESSAGE_TOO_BIG: 1009,
+  INTERNAL_ERROR: 1011,
+  RESYNC: 1012,
   TOKEN_EXPIRED: 4001,
+  SLOW_CLIENT: 4008,
 });
+
+/**
+ * The one user-id rule (streamer/contract/event.py; a test keeps them equal): 1 to 256
+ * characters, no control characters, no spaces of any kind, no braces.
+ */
+export const USER_ID_PATTERN =
+  /^[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff{}]{1,256}$/u;
 
 const DEFAULTS = Object.freeze({
   initialDelayMs: 500,
@@ -102,6 +112,9 @@ export class NotifyClient {
    */
   constructor(options) {
     if (!options || !options.userId) throw new TypeError("NotifyClient: userId is required");
+    if (!USER_ID_PATTERN.test(options.userId)) {
+      throw new TypeError("NotifyClient: userId must be 1-256 characters without spaces or braces");
+    }
     this.userId = options.userId;
     this.options = { ...DEFAULTS, ...options };
     this.baseUrl = (options.url ?? defaultUrl()).replace(/\/+$/, "");

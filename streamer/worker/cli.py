@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from streamer import runtime
+from streamer.infra import runtime
+from streamer.infra.settings import Env
 from streamer.push.factory import build_push_senders
-from streamer.settings import Env
 from streamer.worker.main import run_worker
 from streamer.worker.settings import WorkerSettings
 

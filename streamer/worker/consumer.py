@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 from functools import partial
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError, ResponseError
+from redis.exceptions import ResponseError
 from redis.typing import EncodableT, FieldT, StreamIdT
 
-from streamer import metrics
-from streamer.keys import Keys
+from streamer.contract.keys import Keys
+from streamer.infra import metrics
+from streamer.infra.redis import REDIS_ERRORS
 from streamer.worker.settings import ConsumerSettings
 
 log = logging.getLogger(__name__)
@@ -253,7 +254,7 @@ class StreamConsumer:
                 if self._outstanding and time.monotonic() >= touch_at:
                     touch_at = time.monotonic() + touch_s
                     await self._touch([*self._outstanding])
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 # The entries stay pending; XAUTOCLAIM delivers them again later.
                 metrics.REDIS_ERRORS.inc()
                 log.warning("could not settle %d deferred entries: %s", len(decided), exc)
@@ -322,11 +323,6 @@ def _decision(item: Deferred) -> Settlement:
         log.error("delivery task for %s failed", item.entry_id, exc_info=exc)
         return Settlement()
     return item.decided.result()
-
-
-def _id_key(entry_id: str) -> tuple[int, int]:
-    ms, _, seq = entry_id.partition("-")
-    return int(ms), int(seq or 0)
 
 
 def _dead_letter_fields(entry: RawEntry, reason: str, error: str) -> dict[FieldT, EncodableT]:

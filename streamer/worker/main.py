@@ -10,15 +10,14 @@ import time
 from collections.abc import Mapping
 
 import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
-from streamer import metrics
-from streamer.http_server import HealthTracker, serve_metrics
-from streamer.keys import Keys
+from streamer.contract.event import Channel
+from streamer.contract.keys import Keys
+from streamer.infra import metrics
+from streamer.infra.http import HealthTracker, serve_metrics
+from streamer.infra.redis import REDIS_ERRORS, connect
+from streamer.infra.stream_stats import sample
 from streamer.push.base import PushSender
-from streamer.redis_client import connect
-from streamer.schemas import Channel
-from streamer.stream_stats import sample
 from streamer.worker.consumer import StreamConsumer
 from streamer.worker.processor import BatchProcessor
 from streamer.worker.settings import WorkerSettings
@@ -54,7 +53,7 @@ class Worker:
             push_concurrency,
         )
         self._stopping = asyncio.Event()
-        self.health = HealthTracker(settings.health_threshold_s, time.monotonic)
+        self.health = HealthTracker(settings.metrics.health_threshold_s, time.monotonic)
 
     def stop(self) -> None:
         self._stopping.set()
@@ -85,7 +84,7 @@ class Worker:
                 await self.step()
                 self.health.ok("redis")
                 backoff = 0.1
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 # The batch in flight stays pending; it is read again or reclaimed later.
                 metrics.REDIS_ERRORS.inc()
                 self.health.failed("redis")
@@ -97,7 +96,7 @@ class Worker:
                 log.exception("worker %s failed; exiting", self.consumer.name)
                 self.stop()
                 raise
-        with contextlib.suppress(RedisError, OSError):
+        with contextlib.suppress(*REDIS_ERRORS):
             await self.consumer.leave()
         log.info("worker %s stopped", self.consumer.name)
 
@@ -124,7 +123,7 @@ class Worker:
                 if time.monotonic() - last_stats >= self._settings.stats_interval_s:
                     last_stats = time.monotonic()
                     await self._sample()
-            except (RedisError, OSError) as exc:
+            except REDIS_ERRORS as exc:
                 log.debug("background sampling failed: %s", exc)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), _HEARTBEAT_S)
@@ -143,15 +142,15 @@ async def run_worker(settings: WorkerSettings, senders: Mapping[Channel, PushSen
     redis = connect(
         settings.redis.url,
         client_name=f"streamer-worker-{settings.consumer.worker_id}",
-        socket_timeout_s=settings.consumer.block_ms / 1000 + 10,
+        block_ms=settings.consumer.block_ms,
     )
     worker = Worker(redis, settings, senders)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
     server = None
-    if settings.metrics_port:
-        server = await serve_metrics(settings.metrics_host, settings.metrics_port, worker.health)
+    if settings.metrics.port:
+        server = await serve_metrics(settings.metrics.host, settings.metrics.port, worker.health)
     log.info(
         "worker %s reading %s as group %s",
         worker.consumer.name,

@@ -14,9 +14,10 @@ from collections import defaultdict
 from collections.abc import Mapping
 from functools import partial
 
-from streamer import metrics
-from streamer.decode import Event, Poison, decode_entry
-from streamer.policy import (
+from streamer.contract.decode import Event, Poison, decode_entry
+from streamer.contract.event import Channel, push_content
+from streamer.contract.ids import entry_ms
+from streamer.core.policy import (
     MAX_DELIVERIES,
     Action,
     ChannelResult,
@@ -25,9 +26,8 @@ from streamer.policy import (
     decide,
     over_delivered,
 )
+from streamer.infra import metrics
 from streamer.push.base import PushRequest, PushSender
-from streamer.redis_client import entry_ms
-from streamer.schemas import Channel, push_content
 from streamer.worker.consumer import Deferred, RawEntry, Settlement
 from streamer.worker.settings import ConsumerSettings, DeliverySettings
 from streamer.worker.userlog import Appended, InboxDelivery, LiveGateways, UserLogWriter

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from streamer.settings import Env, LogSettings, RedisSettings, default_process_id
+from streamer.infra.settings import (
+    WORKER_METRICS_PORT,
+    Env,
+    LogSettings,
+    MetricsSettings,
+    RedisSettings,
+    default_process_id,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,10 +44,8 @@ class WorkerSettings:
     log: LogSettings
     consumer: ConsumerSettings
     delivery: DeliverySettings
-    metrics_host: str
-    metrics_port: int
+    metrics: MetricsSettings
     stats_interval_s: float
-    health_threshold_s: float
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> WorkerSettings:
@@ -66,8 +71,6 @@ class WorkerSettings:
                 inbox_max_len=env.int("INBOX_MAX_LEN", 100000, minimum=100),
                 gateway_dead_after_ms=env.int("GATEWAY_DEAD_AFTER_MS", 15000, minimum=100),
             ),
-            metrics_host=env.text("METRICS_HOST", "0.0.0.0"),
-            metrics_port=env.int("METRICS_PORT", 9100, maximum=65535),
+            metrics=MetricsSettings.from_env(env, WORKER_METRICS_PORT),
             stats_interval_s=env.float("STATS_INTERVAL_S", 10.0, minimum=0.1),
-            health_threshold_s=env.float("HEALTH_THRESHOLD_S", 30.0, minimum=0.1),
         )

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from importlib import resources
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
 
-from streamer.decode import Event
-from streamer.keys import Keys
-from streamer.redis_client import entry_ms
-from streamer.schemas import encode_content
+from streamer.contract.decode import Event
+from streamer.contract.event import encode_content
+from streamer.contract.ids import entry_ms
+from streamer.contract.keys import Keys
+from streamer.infra.redis import LuaScript
 from streamer.worker.settings import DeliverySettings
 
 # Inboxes and long-dead gateways are forgotten after a day without activity.
 INBOX_TTL_S = 86400
 GATEWAY_FORGET_MS = 86400 * 1000
 
-_APPEND_SCRIPT = resources.files("streamer.lua").joinpath("append_user_log.lua").read_text()
+_APPEND = LuaScript.load("streamer.lua", "append_user_log.lua")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +61,6 @@ class UserLogWriter:
         self._redis = redis
         self._keys = keys
         self._settings = settings
-        self._script_sha: str | None = None
 
     async def append(self, events: list[Event]) -> list[Appended | Exception]:
         """Append events in order, one pipelined round trip. A failed command yields its
@@ -70,27 +68,16 @@ class UserLogWriter:
         if not events:
             return []
         contents = [encode_content(event.payload) for event in events]
-        replies = await self._append_pipelined(events, contents)
-        if any(isinstance(r, NoScriptError) for r in replies):
-            # Redis restarted and lost its script cache: load again and redo the batch
-            # (the script is idempotent, so entries that did run are not appended twice).
-            self._script_sha = None
-            replies = await self._append_pipelined(events, contents)
-        return [_appended(r, content) for r, content in zip(replies, contents, strict=True)]
-
-    async def _append_pipelined(self, events: list[Event], contents: list[bytes]) -> list[object]:
-        if self._script_sha is None:
-            self._script_sha = str(await self._redis.script_load(_APPEND_SCRIPT))
         s = self._settings
-        pipe = self._redis.pipeline(transaction=False)
+        calls = []
         for event, content in zip(events, contents, strict=True):
             uid = event.payload.user_id
-            pipe.evalsha(
-                self._script_sha,
-                3,
+            keys = (
                 self._keys.user_log(uid),
                 self._keys.dedupe(uid, event.event_key),
                 self._keys.owners(uid),
+            )
+            args = (
                 s.user_history_size,
                 s.user_history_ttl_s,
                 s.dedupe_ttl_s,
@@ -99,7 +86,9 @@ class UserLogWriter:
                 event.event_key,
                 event.entry_id,
             )
-        return list(await pipe.execute(raise_on_error=False))
+            calls.append((keys, args))
+        replies = await _APPEND.run_many(self._redis, calls)
+        return [_appended(r, content) for r, content in zip(replies, contents, strict=True)]
 
     async def deliver_to_inboxes(self, deliveries: list[InboxDelivery]) -> list[Exception | None]:
         if not deliveries:

@@ -3,7 +3,6 @@ per test, one Chromium per module and a fresh browser context (fresh storage) pe
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,8 +13,9 @@ from playwright.sync_api import Browser, Page, sync_playwright
 from tests.browser.demo_page import CHROMIUM_ARGS, chromium_path
 from tests.browser.stack import Gateway, stop_quietly
 from tests.support.events import KEYS
-from tests.support.processes import start_streamer
-from tests.support.servers import RedisServer, streamer_env, wait_for
+from tests.support.polling import wait_for
+from tests.support.processes import StreamerProcess, start_streamer
+from tests.support.servers import RedisServer, streamer_env
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +36,7 @@ def rclient(stack_redis: RedisServer) -> Iterator[syncredis.Redis]:
 @pytest.fixture(scope="module")
 def worker(
     stack_redis: RedisServer, rclient: syncredis.Redis, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[subprocess.Popen[bytes]]:
+) -> Iterator[StreamerProcess]:
     env = streamer_env(stack_redis.url, WORKER_ID="browser-worker", BLOCK_MS="200")
     log = Path(tmp_path_factory.mktemp("browser-worker")) / "worker.log"
     process = start_streamer(["worker"], env, log)
@@ -48,12 +48,10 @@ def worker(
 
 
 @pytest.fixture
-def gateway(
-    stack_redis: RedisServer, worker: subprocess.Popen[bytes], tmp_path: Path
-) -> Iterator[Gateway]:
+def gateway(stack_redis: RedisServer, worker: StreamerProcess, tmp_path: Path) -> Iterator[Gateway]:
     gw = Gateway(stack_redis.url, tmp_path).start()
     yield gw
-    stop_quietly(gw.process)
+    stop_quietly(gw)
 
 
 @pytest.fixture(scope="module")

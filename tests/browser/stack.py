@@ -6,7 +6,6 @@ import contextlib
 import http.client
 import json
 import secrets
-import subprocess
 import threading
 import time
 from pathlib import Path
@@ -16,8 +15,9 @@ import jwt
 import redis as syncredis
 
 from tests.support.events import KEYS
-from tests.support.processes import start_streamer, stop
-from tests.support.servers import free_port, streamer_env, wait_for
+from tests.support.gateway import GatewayProcess
+from tests.support.processes import StreamerProcess
+from tests.support.servers import free_port
 
 # Minted per test session and never written to disk: no secret lives in the repository.
 JWT_SECRET = secrets.token_urlsafe(48)
@@ -29,49 +29,25 @@ def mint(user_id: str, ttl_s: float) -> str:
     return jwt.encode({"sub": user_id, "exp": exp}, JWT_SECRET, algorithm="HS256")
 
 
-class Gateway:
-    """`streamer gateway` as a subprocess that can be stopped and started on the same port."""
+class Gateway(GatewayProcess):
+    """The demo page's gateway: DEMO_MODE on, this session's secret."""
 
     def __init__(self, redis_url: str, workdir: Path) -> None:
-        self.port = free_port()
-        self.workdir = workdir
-        self.env = streamer_env(
+        port_hint = free_port()
+        super().__init__(
             redis_url,
-            GATEWAY_HOST="127.0.0.1",
-            GATEWAY_PORT=str(self.port),
-            GATEWAY_ID=f"browser-gw-{self.port}",
-            JWT_SECRET=JWT_SECRET,
+            f"browser-gw-{port_hint}",
+            workdir,
+            secret=JWT_SECRET,
             DEMO_MODE="1",
             GATEWAY_BLOCK_MS="200",
+            WS_RESUME_WAIT_MS="300",
+            WS_CLOSE_TIMEOUT_S="5",
         )
-        self.process: subprocess.Popen[bytes] | None = None
-        self.starts = 0
 
     @property
     def base(self) -> str:
         return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> Gateway:
-        self.starts += 1
-        log = self.workdir / f"gateway-{self.starts}.log"
-        self.process = start_streamer(["gateway"], self.env, log)
-        try:
-            wait_for(self._healthy, timeout=20, interval=0.05, what="gateway healthz")
-        except AssertionError as exc:
-            # pytest's temp dirs rotate quickly; keep the gateway's own words in the failure.
-            tail = log.read_text(errors="replace")[-2000:]
-            raise AssertionError(f"{exc}\n--- {log.name} ---\n{tail}") from None
-        return self
-
-    def stop(self) -> int:
-        assert self.process is not None
-        return stop(self.process)
-
-    def _healthy(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise AssertionError(f"gateway exited with {self.process.returncode}")
-        return healthy(self.port)
 
 
 def healthy(port: int) -> bool:
@@ -142,7 +118,7 @@ class Publisher(threading.Thread):
             raise self.error
 
 
-def stop_quietly(process: subprocess.Popen[bytes] | None) -> None:
-    if process is not None:
+def stop_quietly(process: StreamerProcess | None) -> None:
+    if process is not None and process.popen is not None:
         with contextlib.suppress(OSError):
-            stop(process)
+            process.stop()

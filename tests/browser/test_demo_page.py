@@ -19,7 +19,8 @@ from tests.browser.stack import (
     publish,
     user_log_ids,
 )
-from tests.support.servers import RedisServer, wait_for
+from tests.support.polling import wait_for
+from tests.support.servers import RedisServer
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 

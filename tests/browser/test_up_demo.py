@@ -13,7 +13,8 @@ from playwright.sync_api import Page
 
 from tests.browser.demo_page import DemoPage
 from tests.browser.stack import healthy
-from tests.support.servers import free_port, streamer_env, wait_for
+from tests.support.polling import wait_for
+from tests.support.servers import free_port, streamer_env
 
 pytestmark = pytest.mark.timeout(60)
 

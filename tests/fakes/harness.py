@@ -6,13 +6,11 @@ waiting on a condition, and make device tokens unique per test so state never le
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import threading
-import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -20,8 +18,8 @@ from typing import Any, Generic, TypeVar
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
+from streamer.infra.settings import Env
 from streamer.push.factory import build_push_senders
-from streamer.settings import Env
 from streamer.worker.main import Worker
 from streamer.worker.settings import WorkerSettings
 from tests.fakes.apns import FakeApns
@@ -123,15 +121,6 @@ def push_event(device_token: str, channels: list[str], n: int = 0, **data: Any) 
         "device_token": device_token,
     }
     return json.dumps(body).encode()
-
-
-async def until(condition: Callable[[], Awaitable[bool]], what: str, within_s: float = 10) -> None:
-    """Poll an async condition until it holds; fail naming what was awaited."""
-    deadline = time.monotonic() + within_s
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within_s}s waiting for {what}")
-        await asyncio.sleep(0.02)
 
 
 def metric(name: str, **labels: str) -> float:

@@ -7,8 +7,8 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from streamer.keys import Keys
-from streamer.settings import Env, RedisSettings
+from streamer.contract.keys import Keys
+from streamer.infra.settings import Env, RedisSettings
 from streamer.worker.settings import WorkerSettings
 
 KEYS = Keys.from_settings(RedisSettings.from_env(Env({})))

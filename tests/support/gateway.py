@@ -5,12 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,10 +16,11 @@ from websockets.asyncio.client import ClientConnection, connect
 
 from streamer.gateway.server import Gateway
 from streamer.gateway.settings import GatewaySettings
-from streamer.settings import Env
+from streamer.infra.settings import Env
 from streamer.worker.main import Worker
 from tests.support.events import KEYS, add_events, payload, worker_settings
-from tests.support.servers import free_port, streamer_env, wait_for
+from tests.support.processes import StreamerProcess
+from tests.support.servers import free_port, streamer_env
 
 SECRET = "gateway-tests-secret-0123456789abcdef"
 
@@ -126,70 +122,30 @@ async def owner_count(redis: aioredis.Redis, user: str, gateway_id: str) -> int:
     return 0 if value is None else int(value)
 
 
-async def eventually(predicate: Any, within_s: float = 5.0, what: str = "condition") -> None:
-    """Await an async predicate until true, polling; fail loudly with what was awaited."""
-    deadline = time.monotonic() + within_s
-    while not await predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {within_s}s waiting for {what}")
-        await asyncio.sleep(0.02)
+class GatewayProcess(StreamerProcess):
+    """`streamer gateway` as a child process on a free port; restartable on that port."""
 
-
-class GatewayProcess:
-    """`streamer gateway` as a child process on a free port."""
-
-    def __init__(self, redis_url: str, gateway_id: str, workdir: Path, **extra: str) -> None:
+    def __init__(
+        self, redis_url: str, gateway_id: str, workdir: Path, *, secret: str = SECRET, **extra: str
+    ) -> None:
         self.port = free_port()
         self.gateway_id = gateway_id
-        self.log_path = workdir / f"{gateway_id}.log"
-        self.env = streamer_env(
+        defaults = {"GATEWAY_BLOCK_MS": "100", "WS_RESUME_WAIT_MS": "50", "WS_CLOSE_TIMEOUT_S": "2"}
+        env = streamer_env(
             redis_url,
-            JWT_SECRET=SECRET,
+            JWT_SECRET=secret,
             GATEWAY_HOST="127.0.0.1",
             GATEWAY_PORT=str(self.port),
             GATEWAY_ID=gateway_id,
-            GATEWAY_BLOCK_MS="100",
-            WS_RESUME_WAIT_MS="50",
-            WS_CLOSE_TIMEOUT_S="2",
-            **extra,
+            **{**defaults, **extra},
         )
-        self.process: subprocess.Popen[bytes] | None = None
+        super().__init__(["gateway"], env, workdir / f"{gateway_id}.log")
 
     def start(self) -> GatewayProcess:
-        with open(self.log_path, "ab") as log:
-            self.process = subprocess.Popen(
-                [sys.executable, "-m", "streamer", "gateway"],
-                env=self.env,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=os.getcwd(),
-            )
+        super().start()
         try:
-            wait_for(self._healthy, timeout=15, what=f"gateway {self.gateway_id} /healthz")
+            self.wait_healthy(self.port)
         except BaseException:
-            self.stop()
+            self.kill()
             raise
         return self
-
-    def _healthy(self) -> bool:
-        assert self.process is not None
-        if self.process.poll() is not None:
-            raise RuntimeError(f"gateway exited: {self.log_path.read_text()[-2000:]}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/healthz", timeout=1) as r:
-                return bool(r.status == 200)
-        except OSError:
-            return False
-
-    def signal(self, sig: signal.Signals) -> None:
-        assert self.process is not None
-        self.process.send_signal(sig)
-
-    def wait(self, timeout: float = 15) -> int:
-        assert self.process is not None
-        return self.process.wait(timeout)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.kill()
-            self.process.wait(10)

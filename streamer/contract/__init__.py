@@ -1,0 +1,1 @@
+"""The wire contract: the event schema and its decoding, stream ids, Redis key names."""

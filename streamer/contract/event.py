@@ -1,0 +1,94 @@
+"""The ingress event (contract): its schema, the user-id rule, push content.
+
+Bytes become these Structs here and only here (decode at the edge). Decoders and
+encoders are built once, at import.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+Channel = Literal["websocket", "push_ios", "push_android"]
+CHANNELS: tuple[Channel, ...] = ("websocket", "push_ios", "push_android")
+PUSH_CHANNELS: tuple[Channel, ...] = ("push_ios", "push_android")
+
+# The one user-id rule, used by the event schema, the gateway's URL, the CLI and the browser
+# client (notify-client.js repeats it; a test checks they agree): 1 to 256 characters, none
+# of them a control character, a space of any kind, or a brace (braces would break the Redis
+# Cluster hash tag of the user's keys). Spelled out rather than ``\s`` so that Python and
+# JavaScript mean exactly the same characters.
+USER_ID_PATTERN = (
+    r"^[^\x00-\x20\x7f-\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff{}]{1,256}$"
+)
+_USER_ID = re.compile(USER_ID_PATTERN)
+UserId = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=USER_ID_PATTERN)]
+
+
+def valid_user_id(text: str) -> bool:
+    return _USER_ID.match(text) is not None
+
+
+EventType = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+
+
+class NotificationPayload(msgspec.Struct, frozen=True):
+    """One user-facing event as producers write it (the seed's NotificationPayload).
+
+    Unknown fields are ignored so producers can add fields before streamer knows them.
+    """
+
+    user_id: UserId
+    event_type: EventType
+    data: dict[str, Any] = msgspec.field(default_factory=dict)
+    target_channels: Annotated[list[Channel], msgspec.Meta(min_length=1)] = msgspec.field(
+        default_factory=lambda: ["websocket"]
+    )
+    device_token: str | None = None
+    device_type: str | None = None
+    id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
+
+    def channels(self) -> tuple[Channel, ...]:
+        """Target channels without repeats, in the producer's order."""
+        return tuple(dict.fromkeys(self.target_channels))
+
+    def token(self) -> str | None:
+        """The device token, from the top level or, failing that, from data."""
+        if self.device_token:
+            return self.device_token
+        nested = self.data.get("device_token")
+        return nested if isinstance(nested, str) and nested else None
+
+
+class PushContent(msgspec.Struct, frozen=True):
+    """What a push notification shows: title/body/deep link, the rest as custom data."""
+
+    title: str | None = None
+    body: str | None = None
+    deep_link_url: str | None = None
+    custom: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+_PUSH_FIELDS = frozenset({"title", "body", "deep_link_url", "device_token", "device_type"})
+
+
+def push_content(payload: NotificationPayload) -> PushContent:
+    data = payload.data
+
+    def text(key: str) -> str | None:
+        value = data.get(key)
+        return None if value is None else str(value)
+
+    custom = {k: v for k, v in data.items() if k not in _PUSH_FIELDS}
+    return PushContent(text("title"), text("body"), text("deep_link_url"), custom)
+
+
+payload_decoder = msgspec.json.Decoder(NotificationPayload)
+json_encoder = msgspec.json.Encoder()
+
+
+def encode_content(payload: NotificationPayload) -> bytes:
+    """The event's data as JSON, stored once in the user log and reused for every frame."""
+    return json_encoder.encode(payload.data)

@@ -1,0 +1,147 @@
+"""The WebSocket protocol between the gateway and browsers (contract). Pure: no I/O.
+
+Everything a client depends on is defined here, once: the URL, how the token travels, the
+server's frames, the client's frames and the close codes. The browser client
+(``streamer/static/notify-client.js``) repeats the constants a client needs; a test checks
+that the two agree.
+
+    URL      ws(s)://HOST/ws/{user_id}?token=JWT&last_event_id=ID
+    token    Authorization: Bearer JWT, ?token=JWT, or the subprotocol "bearer.JWT"
+    server   {"id": "<log id>", "type": "<event type>", "content": {...}}   an event
+             {"type": "_recovery", "recovered": bool, "replayed": n}         after a resume
+             {"type": "pong"}                                               after a ping
+    client   {"type": "ping"}, {"type": "resume", "last_event_id": "<id>"}; anything else
+             is ignored
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from urllib.parse import parse_qs, unquote, urlsplit
+
+import msgspec
+
+from streamer.contract.event import valid_user_id
+
+WS_PREFIX = "/ws/"
+SUBPROTOCOL_PREFIX = "bearer."
+
+
+class CloseCode(enum.IntEnum):
+    """Close codes the gateway sends, and what the client should do on each."""
+
+    NORMAL = 1000  # the client closed
+    GOING_AWAY = 1001  # the gateway is shutting down: reconnect (any gateway) and resume
+    MESSAGE_TOO_BIG = 1009  # a client frame over WS_MAX_CLIENT_FRAME: fix the client
+    INTERNAL_ERROR = 1011  # Redis failed while resuming: reconnect and resume
+    RESYNC = 1012  # this gateway may have missed deliveries: reconnect and resume
+    TOKEN_EXPIRED = 4001  # the token's exp passed on the open socket: new token, resume
+    SLOW_CLIENT = 4008  # the send buffer overflowed: reconnect and resume
+
+
+# Codes a peer may also send, worth their own metric series; anything else is "other".
+_PEER_CLOSE_CODES = frozenset({1002, 1003, 1005, 1006, 1007, 1008})
+
+
+def close_code_label(code: int) -> str:
+    """A bounded metric label for a close code."""
+    known = code in CloseCode._value2member_map_ or code in _PEER_CLOSE_CODES
+    return str(code) if known else "other"
+
+
+# --- the URL ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SocketRequest:
+    """What a ``/ws/{user_id}`` request asks for."""
+
+    user_id: str
+    token: str | None
+    last_event_id: str | None
+
+
+def parse_socket_path(target: str) -> SocketRequest | None:
+    """``/ws/{user_id}?token=…&last_event_id=…`` -> SocketRequest; None for other paths
+    and for a user id the event schema would refuse (one rule: ``valid_user_id``)."""
+    parts = urlsplit(target)
+    if not parts.path.startswith(WS_PREFIX):
+        return None
+    user_id = unquote(parts.path[len(WS_PREFIX) :])
+    if not valid_user_id(user_id):
+        return None
+    query = parse_qs(parts.query)
+    return SocketRequest(user_id, _first(query, "token"), _first(query, "last_event_id"))
+
+
+def route_path(target: str) -> str:
+    """The path of a request target without its query."""
+    return urlsplit(target).path
+
+
+def _first(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    return values[0] if values and values[0] else None
+
+
+# --- server frames ------------------------------------------------------------------------
+
+_encoder = msgspec.json.Encoder()
+
+
+class EventFrame(msgspec.Struct, frozen=True):
+    """Server -> client event (the seed's WebSocketMessage plus the user-log id)."""
+
+    id: str
+    type: str
+    content: dict[str, object]
+
+
+def event_frame(log_id: str, event_type: str, content_json: bytes) -> bytes:
+    """An EventFrame assembled from already-encoded content, byte-for-byte what encoding
+    the Struct gives: content is encoded once per event and reused for every socket."""
+    return b"".join(
+        (
+            b'{"id":',
+            _encoder.encode(log_id),
+            b',"type":',
+            _encoder.encode(event_type),
+            b',"content":',
+            content_json,
+            b"}",
+        )
+    )
+
+
+class _Recovery(msgspec.Struct, frozen=True, tag_field="type", tag="_recovery"):
+    recovered: bool
+    replayed: int
+
+
+def recovery_frame(recovered: bool, replayed: int) -> bytes:
+    return _encoder.encode(_Recovery(recovered, replayed))
+
+
+PONG = b'{"type":"pong"}'
+
+
+# --- client frames ------------------------------------------------------------------------
+
+
+class ClientFrame(msgspec.Struct, frozen=True):
+    """A client -> server frame. Unknown types and fields are ignored."""
+
+    type: str = ""
+    last_event_id: str | None = None
+
+
+_client_frame = msgspec.json.Decoder(ClientFrame)
+
+
+def parse_client_frame(message: str | bytes) -> ClientFrame | None:
+    """None for anything that is not a JSON object of the expected shape."""
+    try:
+        return _client_frame.decode(message)
+    except msgspec.DecodeError:
+        return None

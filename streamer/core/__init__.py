@@ -1,0 +1,1 @@
+"""Pure decisions shared by the process kinds (no I/O)."""

@@ -1,0 +1,1 @@
+"""Infrastructure shared by every process kind: settings, Redis, logs, metrics, HTTP."""

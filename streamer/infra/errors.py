@@ -1,0 +1,30 @@
+"""The error tree of streamer, and where foreign exceptions are handled.
+
+StreamerError
+├── ConfigError      bad or missing configuration; raised at start-up, names the variable
+└── RetryableError   a dependency failed in a way that may pass (Redis down, a timeout): the
+                     work stays un-acked and is tried again after a backoff
+
+Foreign exceptions, each handled in one kind of place:
+- Redis: ``streamer.infra.redis.REDIS_ERRORS`` (redis-py's errors, cluster errors, OSError)
+  is caught at the boundary of each loop that retries (the worker's step, the gateway's
+  inbox, heartbeat and ownership writers, the push markers), counted and backed off. The
+  bridges map it to RetryableError once, in ``bridges.idempotent``, because their retry
+  loop also spans the broker's library.
+- Provider answers (APNs, FCM) are not exceptions: senders turn them into outcomes
+  (``streamer.push.outcomes``), which the pure policy turns into ack, retry or dead letter.
+- Bad input is not an exception either: decoding returns a Poison verdict with a reason,
+  and the entry is dead-lettered with it.
+"""
+
+
+class StreamerError(Exception):
+    """Base of every error streamer raises on purpose."""
+
+
+class ConfigError(StreamerError):
+    """A setting is missing or invalid. The message names the environment variable."""
+
+
+class RetryableError(StreamerError):
+    """A transient failure: the same work may succeed later."""

@@ -1,0 +1,192 @@
+"""Redis connections and Lua scripts: the one place a client is made or a script is run.
+
+Every client comes from ``connect`` (asyncio) or ``connect_sync`` (the bridges' threads):
+- replies are bytes; decoding happens at the edge (``streamer.contract.decode``);
+- every reply is bounded by a timeout (the caller's longest BLOCK plus a margin), so a
+  half-open connection, which would otherwise block a read forever, fails and is replaced;
+- TCP keepalive probes after 10 s idle, every 5 s, 3 unanswered = dead (Linux's default is
+  two hours), so the kernel notices a peer that vanished without a FIN or RST;
+- redis-py's own retries are off: after a timeout a command may or may not have run, and
+  only the caller knows whether running it again is harmless. Callers retry with backoff,
+  with idempotent writes (see the scripts);
+- commands are packed with hiredis's C packer (the asyncio client packs in Python, which
+  was ~40 % of the worker's CPU per event).
+
+``REDIS_ERRORS`` is what a Redis failure looks like to the loops that retry: the error tree
+in ``streamer.infra.errors`` describes how the process kinds treat it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any, cast
+
+import hiredis
+import redis
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry as AsyncRetry
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError
+from redis.retry import Retry
+from redis.typing import EncodableT
+
+# A failure of Redis or of the way to it: transient for every loop that retries.
+REDIS_ERRORS: tuple[type[BaseException], ...] = (RedisError, OSError, RedisClusterException)
+
+# Added to the longest BLOCK a caller uses to get its reply timeout.
+REPLY_MARGIN_S = 5.0
+CONNECT_TIMEOUT_S = 5.0
+HEALTH_CHECK_INTERVAL_S = 30
+
+KEEPALIVE_OPTIONS = {
+    opt: value
+    for name, value in (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
+    if (opt := getattr(socket, name, None)) is not None
+}
+
+SCHEMES = ("redis://", "rediss://", "unix://")
+
+Keys = Sequence[str | bytes]
+Args = Sequence[EncodableT]
+Calls = Sequence[tuple[Keys, Args]]
+
+
+class HiredisPackConnection(aioredis.Connection):
+    """A TCP connection that packs commands with hiredis's C packer."""
+
+    def pack_command(self, *args: EncodableT) -> list[bytes]:
+        return [_pack(args)]
+
+
+class HiredisPackSSLConnection(aioredis.SSLConnection):
+    def pack_command(self, *args: EncodableT) -> list[bytes]:
+        return [_pack(args)]
+
+
+class HiredisPackUnixConnection(aioredis.UnixDomainSocketConnection):
+    def pack_command(self, *args: EncodableT) -> list[bytes]:
+        return [_pack(args)]
+
+
+def _pack(args: tuple[EncodableT, ...]) -> bytes:
+    command = args[0].encode() if isinstance(args[0], str) else args[0]
+    if isinstance(command, bytes) and b" " in command:  # e.g. "XINFO GROUPS"
+        args = (*command.split(), *args[1:])
+    # hiredis rejects None and bools with TypeError, as redis-py's encoder does.
+    packed: bytes = hiredis.pack_command(cast(tuple[str | int | float | bytes], args))
+    return packed
+
+
+_ASYNC_CLASSES: dict[str, type[aioredis.Connection] | type[aioredis.UnixDomainSocketConnection]] = {
+    "redis://": HiredisPackConnection,
+    "rediss://": HiredisPackSSLConnection,
+    "unix://": HiredisPackUnixConnection,
+}
+
+
+def reply_timeout_s(block_ms: int) -> float:
+    """How long a reply may take for a client whose longest BLOCK is ``block_ms``."""
+    return block_ms / 1000 + REPLY_MARGIN_S
+
+
+def _options(url: str, client_name: str, block_ms: int) -> dict[str, Any]:
+    options: dict[str, Any] = {
+        "decode_responses": False,
+        "socket_timeout": reply_timeout_s(block_ms),
+        "socket_connect_timeout": CONNECT_TIMEOUT_S,
+        "client_name": client_name,
+    }
+    if not url.startswith("unix://"):  # keepalive is a TCP option
+        options["socket_keepalive"] = True
+        options["socket_keepalive_options"] = KEEPALIVE_OPTIONS
+    return options
+
+
+def connect(url: str, *, client_name: str, block_ms: int = 0) -> aioredis.Redis:
+    """An asyncio client for ``url``. ``block_ms`` is the longest BLOCK this client's
+    commands use (XREAD, XREADGROUP); replies may take that long plus REPLY_MARGIN_S."""
+    scheme = next((s for s in SCHEMES if url.startswith(s)), None)
+    if scheme is None:
+        raise ValueError(f"not a Redis URL: {url!r}")
+    return aioredis.Redis.from_url(
+        url,
+        connection_class=_ASYNC_CLASSES[scheme],
+        retry=AsyncRetry(NoBackoff(), 0),
+        health_check_interval=HEALTH_CHECK_INTERVAL_S,
+        **_options(url, client_name, block_ms),
+    )
+
+
+def connect_sync(url: str, *, client_name: str, block_ms: int = 0) -> redis.Redis:
+    """A synchronous client with the same settings, for threads that block in a broker's
+    library (the bridges). Its C packer is redis-py's default there. No periodic health
+    check: a subscribed connection is pinged by its owner (bridges.pubsub.Liveness)."""
+    return redis.Redis.from_url(
+        url, retry=Retry(NoBackoff(), 0), **_options(url, client_name, block_ms)
+    )
+
+
+class LuaScript:
+    """A Lua script run with EVALSHA, loaded into Redis when Redis says it lacks it (first
+    use, a restart, a failover). Scripts live in ``.lua`` files beside the code using them.
+
+    Commands go through ``execute_command`` so that they pipeline in cluster mode too
+    (redis-py refuses a pipelined ``evalsha`` there)."""
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()
+
+    @classmethod
+    def load(cls, package: str, name: str) -> LuaScript:
+        return cls(resources.files(package).joinpath(name).read_text(encoding="utf-8"))
+
+    def queue(self, pipe: Any, keys: Keys, args: Args) -> None:
+        """Add one call to a pipeline (async or sync)."""
+        pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+
+    async def run(self, client: aioredis.Redis, keys: Keys, args: Args) -> Any:
+        """One call; raises what the script raises."""
+        (reply,) = await self.run_many(client, [(keys, args)])
+        if isinstance(reply, Exception):
+            raise reply
+        return reply
+
+    async def run_many(self, client: aioredis.Redis, calls: Calls) -> list[Any]:
+        """Many calls in one pipelined round trip, in order. A call that failed yields its
+        exception in place of a reply. Calls Redis refused with NOSCRIPT never ran: only
+        they are sent again, after loading the script, so no call runs twice."""
+        replies = await self._pipelined(client, calls)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            await client.script_load(self.source)
+            again = await self._pipelined(client, [calls[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _pipelined(self, client: aioredis.Redis, calls: Calls) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for keys, args in calls:
+            self.queue(pipe, keys, args)
+        return list(await pipe.execute(raise_on_error=False))
+
+    def run_many_sync(self, client: redis.Redis, calls: Calls) -> list[Any]:
+        """``run_many`` for a synchronous client."""
+        replies = self._pipelined_sync(client, calls)
+        missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
+        if missing:
+            client.script_load(self.source)
+            again = self._pipelined_sync(client, [calls[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        return replies
+
+    def _pipelined_sync(self, client: redis.Redis, calls: Calls) -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for keys, args in calls:
+            self.queue(pipe, keys, args)
+        return list(pipe.execute(raise_on_error=False))

@@ -1,0 +1,152 @@
+"""Read the ingress stream's health: length, lag, pending, consumers, dead letters.
+
+Shared by the worker's sampled gauges (``sample``, cheap enough to run every few seconds)
+and `streamer status` (``consumers`` and ``dead_letter_reasons``, run on demand). Scans
+run server-side in Lua, in small chunks, so no call ships payloads or blocks Redis long.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
+
+from streamer.contract.ids import entry_ms
+from streamer.contract.keys import Keys
+
+# Counts entries after an id (exclusive), at most ARGV[2], reading 256 at a time.
+_COUNT_AFTER = """
+local n, limit, start = 0, tonumber(ARGV[2]), '(' .. ARGV[1]
+while n < limit do
+  local batch = redis.call('XRANGE', KEYS[1], start, '+', 'COUNT', math.min(256, limit - n))
+  if #batch == 0 then break end
+  n = n + #batch
+  start = '(' .. batch[#batch][1]
+end
+return n
+"""
+
+# Tallies the `reason` field of the newest ARGV[1] entries; returns reason, count, ...
+_TALLY_REASONS = """
+local counts, seen, stop = {}, 0, tonumber(ARGV[1])
+local cursor = '+'
+while seen < stop do
+  local batch = redis.call('XREVRANGE', KEYS[1], cursor, '-', 'COUNT', math.min(256, stop - seen))
+  if #batch == 0 then break end
+  for _, entry in ipairs(batch) do
+    local fields, reason = entry[2], '(none)'
+    for i = 1, #fields, 2 do
+      if fields[i] == 'reason' then reason = fields[i + 1] end
+    end
+    counts[reason] = (counts[reason] or 0) + 1
+  end
+  seen = seen + #batch
+  cursor = '(' .. batch[#batch][1]
+end
+local flat = {}
+for reason, count in pairs(counts) do
+  flat[#flat + 1] = reason
+  flat[#flat + 1] = count
+end
+return flat
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStats:
+    length: int
+    group_exists: bool
+    lag: int | None  # None only when the group is missing
+    pending: int
+    oldest_pending_age_ms: int | None
+    dlq_length: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConsumerInfo:
+    name: str
+    pending: int
+    idle_ms: int
+    oldest_pending_age_ms: int | None  # None when it holds nothing pending
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def server_lag(group: Mapping[str, object]) -> int | None:
+    """The lag XINFO GROUPS reports (Redis >= 7), or None when it has none: Redis 6.2 has
+    no such field, and Redis 7 answers nil after deletions it cannot account for."""
+    lag = group.get("lag")
+    return lag if isinstance(lag, int) else None
+
+
+async def count_after(redis: aioredis.Redis, stream: str, after_id: str, limit: int) -> int:
+    """Entries after ``after_id``, counted up to ``limit`` (a lower bound beyond that)."""
+    return int(await redis.eval(_COUNT_AFTER, 1, stream, after_id, str(limit)))  # type: ignore[misc]
+
+
+async def _find_group(redis: aioredis.Redis, keys: Keys) -> dict[str, Any] | None:
+    try:
+        groups = await redis.xinfo_groups(keys.stream)
+    except ResponseError:  # no such stream
+        return None
+    return next((g for g in groups if _text(g["name"]) == keys.group), None)
+
+
+async def sample(redis: aioredis.Redis, keys: Keys, *, lag_scan_limit: int = 10000) -> StreamStats:
+    """Length, lag, pending, oldest pending age and DLQ length, in a few round trips."""
+    length = await redis.xlen(keys.stream)
+    dlq_length = await redis.xlen(keys.dlq)
+    group = await _find_group(redis, keys)
+    if group is None:
+        return StreamStats(length, False, None, 0, None, dlq_length)
+    lag = server_lag(group)
+    if lag is None:
+        last_delivered = _text(group["last-delivered-id"])
+        lag = await count_after(redis, keys.stream, last_delivered, lag_scan_limit)
+    summary = await redis.xpending(keys.stream, keys.group)
+    pending = int(summary["pending"])
+    oldest = _now_ms() - entry_ms(_text(summary["min"])) if pending else None
+    return StreamStats(length, True, lag, pending, oldest, dlq_length)
+
+
+async def consumers(redis: aioredis.Redis, keys: Keys, *, limit: int = 50) -> list[ConsumerInfo]:
+    """Consumers of the group, most pending first, at most ``limit``; each with the age of
+    its oldest pending entry. Idle consumers without pending entries sort last."""
+    try:
+        rows = await redis.xinfo_consumers(keys.stream, keys.group)
+    except ResponseError:  # no stream or no group
+        return []
+    rows = sorted(rows, key=lambda c: (-int(c["pending"]), int(c["idle"])))[:limit]
+    pipe = redis.pipeline(transaction=False)
+    holding = [c for c in rows if int(c["pending"])]
+    for c in holding:
+        pipe.xpending_range(keys.stream, keys.group, "-", "+", 1, consumername=c["name"])
+    oldest: dict[str, int] = {}
+    for c, first in zip(holding, await pipe.execute() if holding else [], strict=True):
+        if first:
+            oldest[_text(c["name"])] = _now_ms() - entry_ms(_text(first[0]["message_id"]))
+    return [
+        ConsumerInfo(
+            _text(c["name"]), int(c["pending"]), int(c["idle"]), oldest.get(_text(c["name"]))
+        )
+        for c in rows
+    ]
+
+
+async def dead_letter_reasons(
+    redis: aioredis.Redis, keys: Keys, *, scan: int = 1000
+) -> list[tuple[str, int]]:
+    """Reasons among the newest ``scan`` dead letters, most frequent first."""
+    flat = await redis.eval(_TALLY_REASONS, 1, keys.dlq, str(scan))  # type: ignore[misc]
+    pairs = [(_text(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
+    return sorted(pairs, key=lambda p: (-p[1], p[0]))

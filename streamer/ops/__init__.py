@@ -1,0 +1,1 @@
+"""Operator tools: publish, status, up, replay, dead letters."""

@@ -1,0 +1,263 @@
+"""`streamer status`: stream length, lag, pending per consumer, dead letters, live workers
+and gateways, as a table or JSON.
+
+Exit code: 0 healthy, 1 unhealthy (no live worker, lag or DLQ over its threshold, Redis
+unreachable), so the command can serve as a check.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from streamer.contract.keys import Keys
+from streamer.infra.redis import REDIS_ERRORS, connect
+from streamer.infra.settings import Env, RedisSettings
+from streamer.infra.stream_stats import (
+    ConsumerInfo,
+    StreamStats,
+    consumers,
+    dead_letter_reasons,
+    sample,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Thresholds:
+    max_lag: int
+    max_dlq: int
+    live_ms: int  # a heartbeat younger than this counts as live
+
+
+@dataclass(frozen=True, slots=True)
+class Worker:
+    id: str
+    heartbeat_age_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Gateway:
+    """A live gateway, with what it wrote into its info hash at its last heartbeat."""
+
+    id: str
+    heartbeat_age_ms: int
+    sockets: int | None
+    users: int | None
+    address: str | None
+    uptime_s: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Report:
+    stream: StreamStats
+    consumers: list[ConsumerInfo]
+    dead_letter_reasons: list[tuple[str, int]]
+    workers: list[Worker]
+    gateways: list[Gateway]
+    stale_gateways: int
+    problems: list[str]
+
+    @property
+    def healthy(self) -> bool:
+        return not self.problems
+
+
+def register(sub: Any) -> None:
+    p: argparse.ArgumentParser = sub.add_parser("status", help="show stream and delivery health")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("--max-lag", type=int, default=10000, help="unhealthy above this lag")
+    p.add_argument("--max-dlq", type=int, default=1000, help="unhealthy above this DLQ length")
+    p.add_argument("--live-ms", type=int, default=15000, help="heartbeat age that counts as live")
+    p.set_defaults(handler=handle)
+
+
+def problems(stats: StreamStats, workers: list[Worker], thresholds: Thresholds) -> list[str]:
+    """What makes the deployment unhealthy; empty when it is healthy."""
+    found = []
+    if not workers:
+        found.append("no live worker")
+    if stats.lag is not None and stats.lag > thresholds.max_lag:
+        found.append(f"lag {stats.lag} > {thresholds.max_lag}")
+    if stats.dlq_length > thresholds.max_dlq:
+        found.append(f"dlq {stats.dlq_length} > {thresholds.max_dlq}")
+    return found
+
+
+async def _live(
+    redis: aioredis.Redis, key: str, now_ms: int, live_ms: int
+) -> list[tuple[str, int]]:
+    """Members of a heartbeat zset seen within live_ms, as (id, heartbeat age ms)."""
+    rows = await redis.zrangebyscore(key, now_ms - live_ms, "+inf", withscores=True)
+    # max(0, …): a heartbeat written by a host whose clock runs ahead of ours.
+    return sorted((member.decode(), max(0, now_ms - int(score))) for member, score in rows)
+
+
+def _int(info: dict[bytes, bytes], field: bytes) -> int | None:
+    value = info.get(field)
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def _gateway(gid: str, age_ms: int, info: dict[bytes, bytes], now_ms: int) -> Gateway:
+    host, port = info.get(b"host"), info.get(b"port")
+    started = _int(info, b"started_ms")
+    return Gateway(
+        id=gid,
+        heartbeat_age_ms=age_ms,
+        sockets=_int(info, b"sockets"),
+        users=_int(info, b"users"),
+        address=f"{host.decode()}:{port.decode()}" if host and port else None,
+        uptime_s=None if started is None else max(0, (now_ms - started) // 1000),
+    )
+
+
+async def _gateways(
+    redis: aioredis.Redis, keys: Keys, now_ms: int, live_ms: int
+) -> tuple[list[Gateway], int]:
+    live = await _live(redis, keys.gateways, now_ms, live_ms)
+    pipe = redis.pipeline(transaction=False)
+    for gid, _ in live:
+        pipe.hgetall(keys.gateway_info(gid))
+    pipe.zcount(keys.gateways, "-inf", f"({now_ms - live_ms}")
+    *infos, stale = await pipe.execute()
+    gateways = [
+        _gateway(gid, age, info, now_ms) for (gid, age), info in zip(live, infos, strict=True)
+    ]
+    return gateways, int(stale)
+
+
+async def collect(redis: aioredis.Redis, keys: Keys, thresholds: Thresholds) -> Report:
+    now_ms = int(time.time() * 1000)
+    stats = await sample(redis, keys)
+    workers = [
+        Worker(w, age) for w, age in await _live(redis, keys.workers, now_ms, thresholds.live_ms)
+    ]
+    gateways, stale = await _gateways(redis, keys, now_ms, thresholds.live_ms)
+    return Report(
+        stream=stats,
+        consumers=await consumers(redis, keys),
+        dead_letter_reasons=await dead_letter_reasons(redis, keys) if stats.dlq_length else [],
+        workers=workers,
+        gateways=gateways,
+        stale_gateways=stale,
+        problems=problems(stats, workers, thresholds),
+    )
+
+
+def _age(ms: int | None) -> str:
+    if ms is None:
+        return "-"
+    if ms < 1000:
+        return f"{ms} ms"
+    if ms < 120_000:
+        return f"{ms / 1000:.1f} s"
+    if ms < 7_200_000:
+        return f"{ms / 60_000:.1f} min"
+    return f"{ms / 3_600_000:.1f} h"
+
+
+def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str]:
+    cells = [list(headers), *[["-" if v is None else str(v) for v in row] for row in rows]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    return [
+        "  " + "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip()
+        for row in cells
+    ]
+
+
+def _stream_lines(report: Report, keys: Keys) -> list[str]:
+    s = report.stream
+    reasons = ", ".join(f"{reason} {count}" for reason, count in report.dead_letter_reasons[:5])
+    return [
+        f"stream {keys.stream}: length {s.length}, lag {'-' if s.lag is None else s.lag}, "
+        f"pending {s.pending} (oldest {_age(s.oldest_pending_age_ms)})",
+        f"group {keys.group}: {'present' if s.group_exists else 'MISSING'}",
+        f"dead letters {keys.dlq}: {s.dlq_length}"
+        + (f" (newest by reason: {reasons})" if reasons else ""),
+    ]
+
+
+def _consumer_lines(report: Report) -> list[str]:
+    lines = [f"consumers: {len(report.consumers)}"]
+    rows = [
+        (c.name, c.pending, _age(c.oldest_pending_age_ms), _age(c.idle_ms))
+        for c in report.consumers
+    ]
+    return lines + (_table(("NAME", "PENDING", "OLDEST", "IDLE"), rows) if rows else [])
+
+
+def _worker_lines(report: Report) -> list[str]:
+    lines = [f"live workers: {len(report.workers)}"]
+    rows = [(w.id, _age(w.heartbeat_age_ms) + " ago") for w in report.workers]
+    return lines + (_table(("ID", "HEARTBEAT"), rows) if rows else [])
+
+
+def _gateway_lines(report: Report) -> list[str]:
+    total = sum(g.sockets or 0 for g in report.gateways)
+    live, stale = len(report.gateways), report.stale_gateways
+    lines = [f"live gateways: {live} ({total} sockets; {stale} stale)"]
+    rows = [
+        (
+            g.id,
+            g.sockets,
+            g.users,
+            g.address,
+            _age(g.heartbeat_age_ms) + " ago",
+            _age(None if g.uptime_s is None else g.uptime_s * 1000),
+        )
+        for g in report.gateways
+    ]
+    headers = ("ID", "SOCKETS", "USERS", "ADDRESS", "HEARTBEAT", "UP")
+    return lines + (_table(headers, rows) if rows else [])
+
+
+def render(report: Report, keys: Keys) -> str:
+    """The human-readable report; its last line is the verdict."""
+    verdict = "OK" if report.healthy else "UNHEALTHY: " + "; ".join(report.problems)
+    return "\n".join(
+        [
+            *_stream_lines(report, keys),
+            *_consumer_lines(report),
+            *_worker_lines(report),
+            *_gateway_lines(report),
+            f"status: {verdict}",
+        ]
+    )
+
+
+def to_json(report: Report) -> str:
+    body = asdict(report)
+    body["dead_letter_reasons"] = [{"reason": r, "count": n} for r, n in report.dead_letter_reasons]
+    body["healthy"] = report.healthy
+    return json.dumps(body, indent=2)
+
+
+async def _report(settings: RedisSettings, thresholds: Thresholds) -> Report:
+    redis = connect(settings.url, client_name="streamer-status")
+    try:
+        return await collect(redis, Keys.from_settings(settings), thresholds)
+    finally:
+        await redis.aclose()
+
+
+def handle(args: argparse.Namespace) -> int:
+    settings = RedisSettings.from_env(Env())
+    thresholds = Thresholds(args.max_lag, args.max_dlq, args.live_ms)
+    try:
+        report = asyncio.run(_report(settings, thresholds))
+    except REDIS_ERRORS as exc:
+        problem = f"redis unreachable: {exc}"
+        print(
+            json.dumps({"healthy": False, "problems": [problem]})
+            if args.json
+            else f"status: UNHEALTHY: {problem}"
+        )
+        return 1
+    print(to_json(report) if args.json else render(report, Keys.from_settings(settings)))
+    return 0 if report.healthy else 1

@@ -1,0 +1,63 @@
+"""Integration test: Ctrl-C on a running `streamer replay` process, then resume."""
+
+from __future__ import annotations
+
+import re
+import shlex
+import signal
+import subprocess
+import sys
+from collections import Counter
+
+import redis.asyncio as aioredis
+from redis import Redis as SyncRedis
+
+from tests.support.events import KEYS, add_events, payload
+from tests.support.polling import wait_for
+from tests.support.servers import RedisServer, streamer_env
+
+ENTRIES = 300
+
+
+def run_streamer(url: str, argv: list[str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "streamer", *argv],
+        env=streamer_env(url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+async def test_interrupted_replay_resumes_from_printed_id_without_loss_or_double(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
+    """SIGINT mid-replay prints a resume command; running it replays each entry exactly once."""
+    ids = await add_events(redis, [payload(f"u{n % 7}", n) for n in range(ENTRIES)])
+    probe = SyncRedis.from_url(redis_server.url)
+    try:
+        slow = run_streamer(
+            redis_server.url, ["replay", "--from", "-", "--to", "+", "--rate", "100"]
+        )
+        wait_for(lambda: probe.xlen(KEYS.stream) >= ENTRIES + 30, timeout=20, what="some writes")
+        slow.send_signal(signal.SIGINT)
+        out, err = slow.communicate(timeout=20)
+    finally:
+        probe.close()
+    assert slow.returncode == 130, err
+    assert "interrupted: replayed" in out
+    written_first = await redis.xlen(KEYS.stream) - ENTRIES
+    assert 30 <= written_first < ENTRIES
+    resume = re.search(r"^resume with: (.+)$", out, re.MULTILINE)
+    assert resume is not None, out
+    argv = shlex.split(resume.group(1))
+    assert argv[:2] == ["streamer", "replay"] and "--rate" in argv
+    rest = run_streamer(redis_server.url, [*argv[1:], "--rate", "100000"])
+    out, err = rest.communicate(timeout=30)
+    assert rest.returncode == 0, err
+    assert f"replayed {ENTRIES - written_first} of" in out
+    origins = [
+        f[b"replay_of"].decode() for _, f in await redis.xrange(KEYS.stream) if b"replay_of" in f
+    ]
+    assert Counter(origins) == Counter(ids)
+    assert origins == ids

@@ -1,0 +1,307 @@
+"""Integration tests: the worker against a private real Redis, run in-process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+
+import redis.asyncio as aioredis
+
+from streamer.core.policy import ChannelResult, Outcome
+from streamer.push.base import PushRequest
+from streamer.worker.main import Worker
+from tests.support.events import (
+    KEYS,
+    add_events,
+    dlq_reasons,
+    payload,
+    pending_count,
+    user_log_numbers,
+    worker_settings,
+)
+from tests.support.polling import eventually
+from tests.support.servers import RedisServer
+
+POISON = {
+    "missing_payload": {b"body": b"{}"},
+    "invalid_utf8": {b"payload": b"\xff\xfe"},
+    "invalid_json": {b"payload": b"{nope"},
+    "schema": {b"payload": b'{"event_type":"no user"}'},
+    "too_large": {
+        b"payload": json.dumps(
+            {"user_id": "u", "event_type": "x", "data": {"p": "a" * 70000}}
+        ).encode()
+    },
+}
+
+
+async def test_valid_events_land_once_and_poison_is_dead_lettered(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
+    """2,000 events over 50 users reach their logs once, in order; poison goes to the DLQ."""
+    payloads = [payload(f"u{n % 50}", n) for n in range(2000)]
+    await add_events(redis, payloads[:1000])
+    for fields in POISON.values():
+        await redis.xadd(KEYS.stream, fields)  # type: ignore[arg-type]
+    await add_events(redis, payloads[1000:])
+    await Worker(redis, worker_settings(redis_server.url)).drain()
+    for user in range(50):
+        assert await user_log_numbers(redis, f"u{user}") == list(range(user, 2000, 50))
+    assert sorted(await dlq_reasons(redis)) == sorted(POISON)
+    dead = await redis.xrange(KEYS.dlq)
+    assert all(f[b"source_id"] and f[b"error"] for _, f in dead)
+    assert await pending_count(redis) == 0
+
+
+async def test_redelivered_event_is_not_appended_twice(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
+    """The same producer id twice (a redelivery) appears once in the log."""
+    raw = payload("u1", 1, id="evt-1")
+    await add_events(redis, [raw, raw, payload("u1", 2)])
+    await Worker(redis, worker_settings(redis_server.url)).drain()
+    assert await user_log_numbers(redis, "u1") == [1, 2]
+
+
+async def test_user_log_is_bounded_and_expires(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
+    """The user log keeps USER_HISTORY_SIZE entries and carries the idle TTL."""
+    await add_events(redis, [payload("u1", n) for n in range(30)])
+    settings = worker_settings(redis_server.url, USER_HISTORY_SIZE="10", USER_HISTORY_TTL_S="500")
+    await Worker(redis, settings).drain()
+    assert await user_log_numbers(redis, "u1") == list(range(20, 30))
+    assert 0 < await redis.ttl(KEYS.user_log("u1")) <= 500
+
+
+async def test_live_gateway_inbox_gets_deliveries_and_dead_owner_is_cleaned(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
+    """Owners with a fresh heartbeat get inbox entries; a dead gateway's ownership is removed."""
+    now_ms = int(time.time() * 1000)
+    await redis.zadd(
+        KEYS.gateways,
+        {"gw-live": now_ms, "gw-dead": now_ms - 60_000, "gw-ancient": now_ms - 2 * 86_400_000},
+    )
+    await redis.hset(KEYS.owners("u1"), mapping={"gw-live": 1, "gw-dead": 2})
+    await add_events(redis, [payload("u1", 1), payload("u2", 2)])
+    await Worker(redis, worker_settings(redis_server.url)).drain()
+    inbox = await redis.xrange(KEYS.inbox("gw-live"))
+    assert len(inbox) == 1
+    fields = inbox[0][1]
+    log_id = (await redis.xrange(KEYS.user_log("u1")))[0][0]
+    assert fields[b"uid"] == b"u1" and fields[b"id"] == log_id
+    assert json.loads(fields[b"content"]) == {"n": 1}
+    assert await redis.exists(KEYS.inbox("gw-dead")) == 0
+    assert await redis.hkeys(KEYS.owners("u1")) == [b"gw-live"]
+    assert 0 < await redis.ttl(KEYS.inbox("gw-live")) <= 86_400
+    assert await redis.zscore(KEYS.gateways, "gw-ancient") is None
+
+
+class FlakySender:
+    """A push sender that fails `failures` times, then succeeds."""
+
+    channel = "push_ios"
+
+    def __init__(self, failures: int) -> None:
+        self.failures = failures
+        self.calls = 0
+
+    async def send(self, request: PushRequest) -> ChannelResult:
+        self.calls += 1
+        if self.calls <= self.failures:
+            return ChannelResult("push_ios", Outcome.RETRY, "unavailable", "503")
+        return ChannelResult("push_ios", Outcome.DELIVERED)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_transient_failure_is_retried_then_acked(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
+    """A sender failing twice then succeeding is retried and acked; websocket delivered once."""
+    sender = FlakySender(failures=2)
+    await add_events(
+        redis, [payload("u1", 1, target_channels=["websocket", "push_ios"], device_token="t" * 64)]
+    )
+    settings = worker_settings(redis_server.url, CLAIM_IDLE_MS="100", RETRY_BASE_MS="10")
+    await Worker(redis, settings, {"push_ios": sender}).drain()  # type: ignore[dict-item]
+    assert sender.calls == 3
+    assert await pending_count(redis) == 0
+    assert await redis.xlen(KEYS.dlq) == 0
+    assert await user_log_numbers(redis, "u1") == [1]
+
+
+async def test_persistent_failure_ends_in_dlq_after_max_deliveries(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
+    """A sender that always fails: MAX_DELIVERIES attempts, then the DLQ with max_deliveries."""
+    sender = FlakySender(failures=10**6)
+    await add_events(redis, [payload("u1", 1, target_channels=["push_ios"], device_token="t" * 64)])
+    settings = worker_settings(
+        redis_server.url, CLAIM_IDLE_MS="50", RETRY_BASE_MS="5", MAX_DELIVERIES="3"
+    )
+    await Worker(redis, settings, {"push_ios": sender}).drain()  # type: ignore[dict-item]
+    assert sender.calls == 3
+    dead = await redis.xrange(KEYS.dlq)
+    assert [f[b"reason"] for _, f in dead] == [b"max_deliveries"]
+    assert dead[0][1][b"deliveries"] == b"3"
+    assert await pending_count(redis) == 0
+
+
+async def test_push_disabled_is_skipped_and_acked(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
+    """With no sender for a push channel the push is skipped, websocket still delivered."""
+    await add_events(
+        redis, [payload("u1", 1, target_channels=["websocket", "push_android"], device_token="x")]
+    )
+    await Worker(redis, worker_settings(redis_server.url)).drain()
+    assert await user_log_numbers(redis, "u1") == [1]
+    assert await pending_count(redis) == 0 and await redis.xlen(KEYS.dlq) == 0
+
+
+async def test_group_is_recreated_after_flushall(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
+    """After Redis loses everything, the worker recreates the group and keeps delivering."""
+    worker = Worker(redis, worker_settings(redis_server.url))
+    await add_events(redis, [payload("u1", 1)])
+    await worker.drain()
+    await redis.flushall()
+    assert await worker.step() == 0  # NOGROUP: recreated
+    assert await redis.xinfo_groups(KEYS.stream)
+    await add_events(redis, [payload("u1", 2)])
+    await worker.drain()
+    assert await user_log_numbers(redis, "u1") == [2]
+
+
+async def test_trimmed_pending_entries_are_acked(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
+    """Entries trimmed from the stream while pending are acked, not retried forever."""
+    await add_events(redis, [payload("u1", n) for n in range(5)])
+    await redis.xgroup_create(KEYS.stream, KEYS.group, "0")
+    await redis.xreadgroup(KEYS.group, "crashed", {KEYS.stream: ">"}, count=5)
+    await redis.xtrim(KEYS.stream, maxlen=0)
+    settings = worker_settings(redis_server.url, CLAIM_IDLE_MS="10")
+    await Worker(redis, settings).drain()
+    assert await pending_count(redis) == 0
+
+
+async def test_delivery_counts_are_exact_despite_other_pending_entries(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
+    """Reclaimed entries far apart, with this consumer's other entries pending between them,
+    each get their own delivery count: both over-delivered ones are dead-lettered."""
+    ids = await add_events(redis, [payload("u1", n) for n in range(100)])
+    await redis.xgroup_create(KEYS.stream, KEYS.group, "0")
+    await redis.xreadgroup(KEYS.group, "w-test", {KEYS.stream: ">"}, count=100)
+    for entry_id in (ids[0], ids[-1]):
+        await redis.xclaim(
+            KEYS.stream,
+            KEYS.group,
+            "w-test",
+            0,
+            [entry_id],
+            idle=120_000,
+            retrycount=5,
+            justid=True,
+        )
+    settings = worker_settings(redis_server.url, CLAIM_IDLE_MS="60000", MAX_DELIVERIES="5")
+    assert await Worker(redis, settings).step() == 2
+    dead = await redis.xrange(KEYS.dlq)
+    assert sorted(f[b"source_id"].decode() for _, f in dead) == sorted([ids[0], ids[-1]])
+    assert {f[b"reason"] for _, f in dead} == {b"max_deliveries"}
+
+
+async def test_redis_errors_are_survived_and_reported_by_health(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
+    """An out-of-memory Redis makes the worker unhealthy, not dead: once memory is back it
+    dead-letters the entry it could not, delivers the next one and stops cleanly."""
+    settings = worker_settings(redis_server.url, HEALTH_THRESHOLD_S="0.1")
+    worker = Worker(redis, settings)
+    await worker.consumer.ensure_group()
+    await redis.config_set("maxmemory-policy", "noeviction")
+    await redis.xadd(KEYS.stream, {"payload": b"{broken"})
+    await redis.config_set("maxmemory", "1")
+    task = asyncio.create_task(worker.run())
+    try:
+        await eventually(
+            lambda: not worker.health()[0], what="health failing while Redis is out of memory"
+        )
+        assert not task.done()
+    finally:
+        await redis.config_set("maxmemory", "0")
+    await add_events(redis, [payload("u1", 1)])
+    await eventually(lambda: _delivered(redis), what="delivery after memory returned")
+    assert await dlq_reasons(redis) == ["invalid_json"]
+    assert worker.health()[0]
+    worker.stop()
+    await asyncio.wait_for(task, 10)
+
+
+async def _delivered(redis: aioredis.Redis) -> bool:
+    return await redis.xlen(KEYS.user_log("u1")) == 1 and await pending_count(redis) == 0
+
+
+class GatedSender:
+    """A push sender that holds every push until the gate opens, counting pushes per event."""
+
+    channel = "push_ios"
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.calls: dict[str, int] = {}
+
+    async def send(self, request: PushRequest) -> ChannelResult:
+        self.calls[request.event_key] = self.calls.get(request.event_key, 0) + 1
+        await self.gate.wait()
+        return ChannelResult("push_ios", Outcome.DELIVERED)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_entries_waiting_for_push_capacity_are_not_pushed_twice(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
+    """With pushes slower than the claim timeout and more entries than push slots, a worker
+    reads only what it has room for, so another worker never reclaims and re-pushes them."""
+    sender = GatedSender()
+    await add_events(
+        redis,
+        [payload("u1", n, target_channels=["push_ios"], device_token="t" * 64) for n in range(40)],
+    )
+    workers = [
+        Worker(
+            redis,
+            worker_settings(
+                redis_server.url, WORKER_ID=f"w{n}", READ_COUNT="40", CLAIM_IDLE_MS="150"
+            ),
+            {"push_ios": sender},  # type: ignore[dict-item]
+            push_concurrency=1,  # 16 entries in flight per worker at most
+        )
+        for n in range(2)
+    ]
+    tasks = [asyncio.create_task(w.run()) for w in workers]
+    await eventually(
+        lambda: sum(sender.calls.values()) >= 32, what="both workers holding full sets"
+    )
+    # Let several claim timeouts pass while every push is stuck: nothing may be reclaimed.
+    await asyncio.sleep(0.6)
+    sender.gate.set()
+    await eventually(lambda: _all_acked(redis, 40), what="every entry acked")
+    for worker in workers:
+        worker.stop()
+    await asyncio.gather(*tasks)
+    assert sorted(sender.calls.values()) == [1] * 40
+    assert await redis.xlen(KEYS.dlq) == 0
+
+
+async def _all_acked(redis: aioredis.Redis, total: int) -> bool:
+    group = (await redis.xinfo_groups(KEYS.stream))[0]
+    return int(group["entries-read"] or 0) >= total and int(group["pending"]) == 0
