@@ -12,6 +12,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from streamer.contract.partitions import MAX_PARTITIONS
 from streamer.infra.errors import ConfigError
 
 _TRUE = {"1", "true", "yes", "on"}
@@ -109,15 +110,21 @@ class RedisSettings:
     key_prefix: str
     stream_key: str
     consumer_group: str
+    partitions: int = 16
 
     @classmethod
     def from_env(cls, env: Env) -> RedisSettings:
         prefix = env.text("KEY_PREFIX", "notify:")
+        if "{" in prefix or "}" in prefix:
+            raise ConfigError(
+                f"KEY_PREFIX: must not contain braces (cluster hash tags), got {prefix!r}"
+            )
         return cls(
             url=env.redis_url(),
             key_prefix=prefix,
             stream_key=env.text("STREAM_KEY", f"{prefix}events"),
             consumer_group=env.text("CONSUMER_GROUP", "notify-workers"),
+            partitions=env.int("INGRESS_PARTITIONS", 16, minimum=1, maximum=MAX_PARTITIONS),
         )
 
 
