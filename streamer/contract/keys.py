@@ -109,6 +109,10 @@ class Keys:
     def of_topic(self, topic: str) -> PartitionKeys:
         return self.partitions[topic_partition(topic, self.partition_count)]
 
+    def ingress(self, user_id: str) -> str:
+        """The partition stream a producer appends an event for ``user_id`` to."""
+        return self.of_user(user_id).stream
+
     def user_log(self, user_id: str) -> str:
         return self.of_user(user_id).user_log(user_id)
 
