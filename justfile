@@ -14,10 +14,11 @@ setup:
     #!/usr/bin/env bash
     set -euo pipefail
     if [ ! -x {{python}} ]; then python3 -m venv {{venv}}; fi
-    stamp={{venv}}/.installed-$(sha1sum pyproject.toml | cut -c1-12)
+    stamp={{venv}}/.installed-$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)
     if [ ! -f "$stamp" ]; then
         {{python}} -m pip install -q --upgrade pip
-        {{python}} -m pip install -q -e '.[dev]'
+        # Runtime dependencies at the versions the image installs (constraints.txt).
+        {{python}} -m pip install -q -c constraints.txt -e '.[dev]'
         rm -f {{venv}}/.installed-*; touch "$stamp"
     fi
 
@@ -48,3 +49,7 @@ replay FROM TO *ARGS: setup
 # Benchmarks (not tests): worker throughput and end-to-end latency; results in BENCHMARKS.md
 bench *ARGS: setup
     {{python}} -m benchmarks {{ARGS}}
+
+# Pin the runtime dependencies installed in .venv (the tested versions) in constraints.txt
+lock: setup
+    {{python}} ops/image/lock.py
