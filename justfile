@@ -4,6 +4,7 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 venv := ".venv"
 python := venv / "bin/python"
+image_name := env_var_or_default("STREAMER_IMAGE", "localhost/streamer:dev")
 
 # List the recipes
 default:
@@ -53,3 +54,7 @@ bench *ARGS: setup
 # Pin the runtime dependencies installed in .venv (the tested versions) in constraints.txt
 lock: setup
     {{python}} ops/image/lock.py
+
+# Build the container image with buildah, no Docker needed (root; bootstraps its base once)
+image:
+    ops/image/build {{image_name}}
