@@ -58,3 +58,7 @@ lock: setup
 # Build the container image with buildah, no Docker needed (root; bootstraps its base once)
 image:
     ops/image/build {{image_name}}
+
+# Build the image, then smoke-test it: processes, health checks, SIGTERM, contents, size
+image-test: setup image
+    STREAMER_IMAGE={{image_name}} STREAMER_IMAGE_TEST=required {{venv}}/bin/pytest tests/image
