@@ -19,12 +19,12 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 RUN python3 -m venv /opt/streamer
 ENV PATH=/opt/streamer/bin:$PATH
-# Dependencies first, from empty packages in a throw-away directory, so a source change
-# reuses this layer (and no stale build output can shadow the real sources below). The
-# constraints pin the versions the test suite ran with (`just lock`).
-COPY pyproject.toml README.md constraints.txt /stub/
+# Dependencies first, from empty packages in a throw-away directory, so a source or README
+# change reuses this layer (and no stale build output can shadow the real sources below).
+# The constraints pin the versions the test suite ran with (`just lock`).
+COPY pyproject.toml constraints.txt /stub/
 RUN mkdir /stub/streamer /stub/bridges \
-    && touch /stub/streamer/__init__.py /stub/bridges/__init__.py \
+    && touch /stub/README.md /stub/streamer/__init__.py /stub/bridges/__init__.py \
     && pip install --constraint /stub/constraints.txt /stub \
     && pip uninstall -y streamer && rm -rf /stub
 WORKDIR /src
