@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from importlib.metadata import version
 
 from streamer.infra.errors import ConfigError
 
@@ -21,11 +22,13 @@ COMMAND_MODULES = (
     "streamer.ops.replay.cli",
     "streamer.ops.dlq",
     "streamer.gateway.cli",
+    "streamer.ops.healthcheck",
 )
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamer", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"streamer {version('streamer')}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMAND_MODULES:
         importlib.import_module(name).register(sub)
