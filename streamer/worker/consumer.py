@@ -119,6 +119,9 @@ class StreamConsumer:
         self._wake = asyncio.Event()
         self._settler: asyncio.Task[None] | None = None
         self.lost = False
+        # Whether taking over the previous owner's entries counts as delivering them again
+        # (it does unless that owner handed the unit over on purpose).
+        self.counting_take_over = True
 
     @property
     def name(self) -> str:
@@ -150,11 +153,40 @@ class StreamConsumer:
 
     # --- reading --------------------------------------------------------------------------
 
-    async def take_over(self, count: int) -> list[RawEntry]:
+    async def take_over(self, count: int) -> tuple[list[RawEntry], bool]:
         """The next entries still pending in the group (any consumer's: its earlier owner
-        is gone, since this worker holds the lease), oldest first; empty when none is left.
-        A new owner handles these before anything new, which keeps each user's order."""
-        return await self._claim(count, min_idle_ms=0)
+        is gone, since this worker holds the lease), oldest first, and whether the pass over
+        the group's pending entries is complete. A new owner handles these before anything
+        new, which keeps each user's order."""
+        if self.counting_take_over:
+            entries = await self._claim(count, min_idle_ms=0)
+        else:
+            entries = await self._claim_quietly(count)
+        return entries, self._claim_cursor == "0-0"
+
+    async def _claim_quietly(self, count: int) -> list[RawEntry]:
+        """Take pending entries without counting a delivery: read the group's pending list
+        (XPENDING), claim those ids with JUSTID (no count), then read their fields. The
+        cursor is the last id seen; the pass is complete when a page comes back short."""
+        start = "-" if self._claim_cursor == "0-0" else f"({self._claim_cursor}"
+        rows = await self._redis.xpending_range(self.stream, self._group, start, "+", count)
+        ids = [_text(row["message_id"]) for row in rows]
+        self._claim_cursor = ids[-1] if len(ids) == count else "0-0"
+        if not ids:
+            return []
+        await self._touch(ids)
+        pipe = self._redis.pipeline(transaction=False)
+        for entry_id in ids:
+            pipe.xrange(self.stream, min=entry_id, max=entry_id, count=1)
+        found = await pipe.execute()
+        entries = []
+        for row, entry_id, rows_of_entry in zip(rows, ids, found, strict=True):
+            fields = rows_of_entry[0][1] if rows_of_entry else None  # None: trimmed meanwhile
+            deliveries = int(row["times_delivered"])
+            entries.append(RawEntry(self.unit, entry_id, fields, deliveries, reclaimed=True))
+        metrics.RECLAIMED.inc(len(entries))
+        metrics.EVENTS_CONSUMED.labels("reclaimed").inc(len(entries))
+        return entries
 
     def claim_due(self) -> bool:
         return time.monotonic() >= self._next_claim_at
@@ -293,7 +325,8 @@ class StreamConsumer:
                     item.settled()
 
     async def _touch(self, entry_ids: list[str]) -> None:
-        """Reset the idle time of entries still in flight here (JUSTID: no delivery count)."""
+        """Make these pending entries this consumer's and reset their idle time (JUSTID: no
+        delivery count)."""
         ids: list[StreamIdT] = list(entry_ids)
         await self._redis.xclaim(self.stream, self._group, self.name, 0, ids, justid=True)
 

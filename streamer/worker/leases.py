@@ -19,6 +19,10 @@ from streamer.infra.redis import LuaScript
 
 _LEASE = LuaScript.load("streamer.lua", "lease.lua")
 
+# What ``acquire`` found: the unit was not held (new, or its holder's lease ran out), or its
+# holder had handed it over (released it on purpose).
+NOT_TAKEN, TAKEN_FREE, HANDED_OVER = 0, 1, 2
+
 
 class Leases:
     """The leases this worker holds, by lease key."""
@@ -28,16 +32,17 @@ class Leases:
         self.token = f"{worker_id}:{secrets.token_hex(4)}"
         self._ttl_ms = ttl_ms
 
-    async def acquire(self, keys: Sequence[str]) -> list[bool]:
+    async def acquire(self, keys: Sequence[str]) -> list[int]:
+        """NOT_TAKEN, TAKEN_FREE or HANDED_OVER per key."""
         return await self._run("acquire", keys)
 
     async def renew(self, keys: Sequence[str]) -> list[bool]:
-        return await self._run("renew", keys)
+        return [bool(kept) for kept in await self._run("renew", keys)]
 
     async def release(self, keys: Iterable[str]) -> None:
         await self._run("release", list(keys))
 
-    async def _run(self, op: str, keys: Sequence[str]) -> list[bool]:
+    async def _run(self, op: str, keys: Sequence[str]) -> list[int]:
         if not keys:
             return []
         calls: list[tuple[list[str], list[str | int]]] = [
@@ -47,4 +52,4 @@ class Leases:
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
-        return [bool(int(reply)) for reply in replies]
+        return [int(reply) for reply in replies]

@@ -32,7 +32,7 @@ from streamer.push.base import PushSender
 from streamer.worker.assignment import Unit, assign, units
 from streamer.worker.consumer import LeaseLost, RawEntry, Settlement, StreamConsumer, read_new
 from streamer.worker.delivery import LiveGateways, LogWriter
-from streamer.worker.leases import Leases
+from streamer.worker.leases import HANDED_OVER, Leases
 from streamer.worker.processor import BatchProcessor, RetryBatch
 from streamer.worker.settings import WorkerSettings
 
@@ -72,6 +72,7 @@ class Worker:
         )
         self._held: dict[int, StreamConsumer] = {}  # position in self._units -> consumer
         self._taking_over: set[int] = set()  # held units still draining old pending entries
+        self._leaving: dict[int, asyncio.Task[None]] = {}  # units being handed over
         self._groups_seen: set[str] = set()  # streams whose group this process saw exist
         self._batch_lock = asyncio.Lock()  # units change hands between batches, never during
         self._changed = asyncio.Event()
@@ -109,10 +110,11 @@ class Worker:
         for consumer in consumers:
             position = self._units.index(consumer.unit)
             if position in self._taking_over:
-                entries = await consumer.take_over(count)
+                entries, complete = await consumer.take_over(count)
+                if complete:
+                    self._taking_over.discard(position)
                 if entries:
                     return entries
-                self._taking_over.discard(position)
         for consumer in consumers:
             if consumer.claim_due():
                 claimed = await consumer.claim(count)
@@ -186,6 +188,7 @@ class Worker:
         a failover, a cluster reconfiguring) are transient: back off and go on. Anything else
         is a bug: it is logged and re-raised, so the process exits non-zero."""
         manager = asyncio.create_task(self._manage_forever(), name="ownership")
+        manager.add_done_callback(self._manager_ended)
         try:
             if self._cluster:
                 await self._run_per_unit()
@@ -245,6 +248,13 @@ class Worker:
 
     # --- ownership ----------------------------------------------------------------------
 
+    def _manager_ended(self, task: asyncio.Task[None]) -> None:
+        # Ownership runs until stop(): ending earlier is a bug. Stop reading, so that run()
+        # re-raises it and the process exits non-zero instead of reading unowned units.
+        if not task.cancelled() and task.exception() is not None:
+            log.error("ownership task of %s failed", self.name, exc_info=task.exception())
+            self.stop()
+
     async def _manage_forever(self) -> None:
         last_stats = 0.0
         period_s = self._settings.ownership.heartbeat_ms / 1000
@@ -261,29 +271,30 @@ class Worker:
             await self._stopped_within(period_s)
 
     async def manage(self) -> None:
-        """Heartbeat, then converge the held units on this worker's share."""
+        """Heartbeat, renew, then converge the held units on this worker's share. Units given
+        back are handed over in the background (their pushes may take a while): nothing here
+        waits on a batch, so renewals are never late because of a hand-over."""
         s = self._settings.ownership
         _, live = await registry.beat(self._redis, self._keys.workers, self.name, s.dead_after_ms)
         share = assign(len(self._units), live, self.name)
-        held = list(self._held)
-        for position, kept in zip(
-            held, await self._leases.renew(self._lease_keys(held)), strict=True
-        ):
+        held = [*self._held, *self._leaving]
+        renewed = await self._leases.renew(self._lease_keys(held))
+        for position, kept in zip(held, renewed, strict=True):
             if not kept:
                 self._drop(self._units[position], "lost")
         for position in [p for p in self._held if p not in share]:
-            await self._give_back(position)
-        wanted = sorted(share - set(self._held))
+            self._leaving[position] = asyncio.create_task(self._give_back(position))
+        wanted = sorted(share - set(self._held) - set(self._leaving))
         taken = await self._leases.acquire(self._lease_keys(wanted))
-        for position, ok in zip(wanted, taken, strict=True):
-            if ok:
-                await self._take(position)
+        for position, how in zip(wanted, taken, strict=True):
+            if how:
+                await self._take(position, graceful=how == HANDED_OVER)
         metrics.PARTITIONS_OWNED.set(len(self._held))
 
     def _lease_keys(self, positions: list[int]) -> list[str]:
         return [self._units[p].lease for p in positions]
 
-    async def _take(self, position: int) -> None:
+    async def _take(self, position: int, graceful: bool) -> None:
         unit = self._units[position]
         consumer = StreamConsumer(
             self._redis,
@@ -303,6 +314,10 @@ class Worker:
             else:
                 log.info("created consumer group %s on %s", self._keys.group, unit.stream)
         self._groups_seen.add(unit.stream)
+        # Entries left by an owner that handed the unit over were not failed deliveries; those
+        # of an owner whose lease ran out (it died or froze) count as one more delivery each,
+        # so an entry that crashes every owner ends in the DLQ instead of stalling the unit.
+        consumer.counting_take_over = not graceful
         self._held[position] = consumer
         self._taking_over.add(position)
         metrics.LEASE_CHANGES.labels("taken").inc()
@@ -311,17 +326,23 @@ class Worker:
 
     async def _give_back(self, position: int) -> None:
         """Hand a unit over: after the batch in hand, without reading it again; its pushes
-        in flight are waited for (bounded), then the lease is released."""
-        async with self._batch_lock:
-            consumer = self._held.pop(position, None)
-            self._taking_over.discard(position)
-        if consumer is None:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(consumer.settled(), _HANDOVER_WAIT_S)
-        await self._leases.release([consumer.unit.lease])
-        metrics.LEASE_CHANGES.labels("released").inc()
-        log.info("worker %s gave back %s", self.name, consumer.unit.name)
+        in flight are waited for (bounded), then the lease is released (its renewals go on
+        meanwhile, see ``manage``)."""
+        try:
+            async with self._batch_lock:
+                consumer = self._held.pop(position, None)
+                self._taking_over.discard(position)
+            if consumer is None:
+                return
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(consumer.settled(), _HANDOVER_WAIT_S)
+            await self._leases.release([consumer.unit.lease])
+            metrics.LEASE_CHANGES.labels("released").inc()
+            log.info("worker %s gave back %s", self.name, consumer.unit.name)
+        except REDIS_ERRORS as exc:
+            log.warning("handing over a unit failed (%s); its lease will expire instead", exc)
+        finally:
+            self._leaving.pop(position, None)
 
     def _drop(self, unit: Unit, change: str) -> None:
         position = self._units.index(unit)
@@ -334,6 +355,7 @@ class Worker:
 
     async def _leave(self) -> None:
         """On a clean exit: settle what is in flight, give every unit back, leave."""
+        await asyncio.gather(*self._leaving.values(), return_exceptions=True)
         for position in list(self._held):
             consumer = self._held.pop(position)
             await consumer.leave()
