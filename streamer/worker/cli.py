@@ -1,15 +1,9 @@
-"""`streamer worker`."""
+"""`streamer worker`: registration; the worker is imported when the command runs."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
-
-from streamer.infra import runtime
-from streamer.infra.settings import Env
-from streamer.push.factory import build_push_senders
-from streamer.worker.main import run_worker
-from streamer.worker.settings import WorkerSettings
 
 
 def register(sub: Any) -> None:
@@ -20,8 +14,15 @@ def register(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from streamer.infra import metrics, runtime
+    from streamer.infra.settings import Env
+    from streamer.push.factory import build_push_senders
+    from streamer.worker.main import run_worker
+    from streamer.worker.settings import WorkerSettings
+
     env = Env()
     settings = WorkerSettings.from_env(env)
+    metrics.register("worker")
 
     async def main() -> None:
         # Push clients must be created inside the running loop.

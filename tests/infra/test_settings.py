@@ -53,5 +53,8 @@ def test_empty_bool_means_unset(default: bool) -> None:
 
 def test_empty_declare_queues_keeps_declaring() -> None:
     """`RABBITMQ_DECLARE_QUEUES=` keeps the default (declare), not passive queues."""
-    assert RabbitSettings.from_env(Env({"RABBITMQ_DECLARE_QUEUES": ""})).declare_queues is True
-    assert RabbitSettings.from_env(Env({"RABBITMQ_DECLARE_QUEUES": "false"})).declare_queues is False
+    def declare(value: str) -> bool:
+        return RabbitSettings.from_env(Env({"RABBITMQ_DECLARE_QUEUES": value})).declare_queues
+
+    assert declare("") is True
+    assert declare("false") is False
