@@ -99,7 +99,13 @@ def _document(sub: Any, prefix: str) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        return _run(build_parser().parse_args(argv))
+    except BrokenPipeError:
+        return _stdout_gone()
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         if _command(args) not in _NO_REDIS:
             _choose_redis()
@@ -112,7 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except BrokenPipeError:
-        return _stdout_gone()
+        raise  # an OSError, but stdout's, not Redis's: main() handles it
     except Exception as exc:
         if not _is_redis_error(exc):
             raise

@@ -22,7 +22,6 @@ from streamer.ops.replay import runner
 from streamer.ops.replay.entries import EntryFilter, summary
 from streamer.ops.replay.ids import BadInput, describe, format_bound, parse_range
 from streamer.ops.replay.interrupt import stop_on_interrupt
-from streamer.ops.replay.progress import progress_output
 from streamer.ops.replay.runner import ReplayPlan, ReplayState
 
 EXIT_BAD_INPUT = 2
@@ -115,6 +114,8 @@ async def replay_command(
         f" into {plan.target}{' (dry run)' if plan.dry_run else ''}",
         file=err,
     )
+    from streamer.ops.replay.progress import progress_output  # rich: only when replaying
+
     state, started = ReplayState(), time.monotonic()
     progress = progress_output(err, estimate, "matched" if plan.dry_run else "written")
     try:
