@@ -222,6 +222,12 @@ def register(component: str) -> CollectorRegistry:
     return registry
 
 
+def expose_everything() -> None:
+    """Back to exposing the whole default registry (tools, tests)."""
+    global _exposed
+    _exposed = REGISTRY
+
+
 def exposition() -> bytes:
     """The Prometheus text of what this process exposes."""
     return generate_latest(_exposed)

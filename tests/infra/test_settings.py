@@ -53,6 +53,7 @@ def test_empty_bool_means_unset(default: bool) -> None:
 
 def test_empty_declare_queues_keeps_declaring() -> None:
     """`RABBITMQ_DECLARE_QUEUES=` keeps the default (declare), not passive queues."""
+
     def declare(value: str) -> bool:
         return RabbitSettings.from_env(Env({"RABBITMQ_DECLARE_QUEUES": value})).declare_queues
 

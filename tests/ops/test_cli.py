@@ -278,3 +278,25 @@ def test_just_bench_lists_names_and_refuses_unknown_ones() -> None:
     assert unknown.returncode == EXIT_BAD_INPUT
     assert "unknown benchmark wrker; available: worker e2e" in unknown.stderr
     assert time.monotonic() - started < 30
+
+
+def test_broker_down_is_one_warning_per_retry(redis_server: RedisServer, tmp_path: Path) -> None:
+    """The RabbitMQ bridge with its broker down logs one warning line per retry, not pika's
+    error cascade and traceback; SIGTERM still stops it with 0."""
+    env = streamer_env(
+        redis_server.url,
+        RABBITMQ_URL=f"amqp://guest:guest@127.0.0.1:{free_port()}/",
+        BRIDGE_BACKOFF_BASE_MS="50",
+        BRIDGE_BACKOFF_MAX_MS="200",
+    )
+    bridge = StreamerProcess(["bridge", "rabbitmq"], env, tmp_path / "bridge.log").start()
+    try:
+        wait_for(lambda: bridge.output().count("reconnecting in") >= 3, what="three retries")
+        assert bridge.stop() == 0, bridge.output()
+    finally:
+        if bridge.running():
+            bridge.kill()
+    lines = bridge.output(100_000).strip().splitlines()
+    retries = [line for line in lines if "reconnecting in" in line]
+    assert all(" WARNING bridges.rabbitmq: " in line for line in retries)
+    assert not [line for line in lines if "pika" in line or "Traceback" in line], lines
