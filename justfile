@@ -7,6 +7,7 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 # so that the code of this directory runs, whichever virtualenv provides the dependencies.
 venv := env("STREAMER_VENV", ".venv")
 python := venv / "bin/python"
+image_name := env_var_or_default("STREAMER_IMAGE", "localhost/streamer:dev")
 
 # List the recipes
 default:
@@ -20,11 +21,12 @@ setup:
         echo "just: creating the virtualenv {{venv}}"
         python3 -m venv "{{venv}}"
     fi
-    stamp="{{venv}}/.installed-$(sha1sum pyproject.toml | cut -c1-12)"
+    stamp="{{venv}}/.installed-$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)"
     if [ ! -f "$stamp" ]; then
         echo "just: installing streamer and its dependencies into {{venv}} (first run: about a minute)"
         "{{python}}" -m pip install -q --upgrade pip
-        "{{python}}" -m pip install -q -e '.[dev]'
+        # Runtime dependencies at the versions the image installs (constraints.txt).
+        "{{python}}" -m pip install -q -c constraints.txt -e '.[dev]'
         rm -f "{{venv}}"/.installed-*; touch "$stamp"
         echo "just: installed"
     fi
@@ -67,3 +69,15 @@ replay FROM TO *ARGS: setup
 [positional-arguments]
 bench *ARGS: setup
     @"{{python}}" -m benchmarks "$@"
+
+# Pin the runtime dependencies installed in .venv (the tested versions) in constraints.txt
+lock: setup
+    {{python}} ops/image/lock.py
+
+# Build the container image with buildah, no Docker needed (root; bootstraps its base once)
+image:
+    ops/image/build {{image_name}}
+
+# Build the image, then smoke-test it: processes, health checks, SIGTERM, contents, size
+image-test: setup image
+    STREAMER_IMAGE={{image_name}} STREAMER_IMAGE_TEST=required {{venv}}/bin/pytest tests/image

@@ -45,10 +45,11 @@ COMMAND_MODULES = (
     "streamer.ops.replay.cli",
     "streamer.ops.dlq",
     "streamer.gateway.cli",
+    "streamer.ops.healthcheck",
 )
 
 # Commands that do not talk to Redis, or that choose their own (`up` starts one).
-_NO_REDIS = frozenset({"token", "up"})
+_NO_REDIS = frozenset({"token", "up", "healthcheck"})
 
 
 class Parser(argparse.ArgumentParser):

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import msgspec
 
-from streamer.contract.event import NotificationPayload, payload_decoder
+from streamer.contract.event import MAX_USER_IDS, NotificationPayload, payload_decoder
 
 # Dead-letter reasons for entries that can never be decoded.
 MISSING_PAYLOAD = "missing_payload"
@@ -14,6 +14,7 @@ TOO_LARGE = "too_large"
 INVALID_UTF8 = "invalid_utf8"
 INVALID_JSON = "invalid_json"
 SCHEMA = "schema"
+TOO_MANY_USERS = "too_many_users"
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,6 +30,7 @@ class Event:
     payload: NotificationPayload
     event_key: str
     replay_of: str | None = None
+    routed: bool = False  # forwarded from another stream: its other targets are not ours
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,8 +44,15 @@ def decode_payload(raw: bytes, max_bytes: int) -> NotificationPayload | tuple[st
     """Decode a JSON payload, or return (reason, error). Shared by the worker and the bridges."""
     if len(raw) > max_bytes:
         return TOO_LARGE, f"payload is {len(raw)} bytes, limit {max_bytes}"
+    if not raw.isascii():
+        # msgspec skips unknown fields without checking their bytes: check the whole payload,
+        # so invalid UTF-8 anywhere is refused, as the contract says (isascii is a fast path).
+        try:
+            raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            return INVALID_UTF8, str(exc)
     try:
-        return payload_decoder.decode(raw)
+        payload = payload_decoder.decode(raw)
     except msgspec.ValidationError as exc:
         return SCHEMA, str(exc)
     except UnicodeDecodeError as exc:  # msgspec raises this for bad UTF-8 inside strings
@@ -56,6 +65,9 @@ def decode_payload(raw: bytes, max_bytes: int) -> NotificationPayload | tuple[st
         except UnicodeDecodeError as utf_exc:
             return INVALID_UTF8, str(utf_exc)
         return INVALID_JSON, str(exc)
+    if payload.user_ids is not None and len(payload.user_ids) > MAX_USER_IDS:
+        return TOO_MANY_USERS, f"{len(payload.user_ids)} user_ids, limit {MAX_USER_IDS}"
+    return payload
 
 
 def decode_entry(entry_id: str, fields: dict[bytes, bytes], max_bytes: int) -> Event | Poison:
@@ -65,7 +77,8 @@ def decode_entry(entry_id: str, fields: dict[bytes, bytes], max_bytes: int) -> E
     result = decode_payload(raw, max_bytes)
     if isinstance(result, tuple):
         return Poison(entry_id, *result)
+    routed = b"routed_from" in fields
     replay_of = fields.get(b"replay_of")
     if replay_of is not None:
-        return Event(entry_id, result, entry_id, replay_of.decode("utf-8", "replace"))
-    return Event(entry_id, result, result.id or entry_id)
+        return Event(entry_id, result, entry_id, replay_of.decode("utf-8", "replace"), routed)
+    return Event(entry_id, result, result.id or entry_id, None, routed)

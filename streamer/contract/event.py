@@ -32,16 +32,29 @@ def valid_user_id(text: str) -> bool:
 
 
 EventType = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+# Topic names follow the user-id rule too (they name Redis keys and travel in URLs).
+Topic = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=USER_ID_PATTERN)]
+
+# Most users one event may name in ``user_ids``; a longer list is dead-lettered
+# (``too_many_users``). Each listed user costs a log append and an inbox delivery.
+MAX_USER_IDS = 1000
 
 
 class NotificationPayload(msgspec.Struct, frozen=True):
     """One user-facing event as producers write it (the seed's NotificationPayload).
 
-    Unknown fields are ignored so producers can add fields before streamer knows them.
+    It names its audience in exactly one way: ``user_id`` (one user), ``user_ids`` (several,
+    each getting it once), ``topic`` (every socket subscribed to it) or ``broadcast`` (every
+    connected socket, best effort). Push channels need a single ``user_id``: a device token
+    belongs to one user. Unknown fields are ignored so producers can add fields before
+    streamer knows them.
     """
 
-    user_id: UserId
     event_type: EventType
+    user_id: UserId | None = None
+    user_ids: list[UserId] | None = None
+    topic: Topic | None = None
+    broadcast: bool = False
     data: dict[str, Any] = msgspec.field(default_factory=dict)
     target_channels: Annotated[list[Channel], msgspec.Meta(min_length=1)] = msgspec.field(
         default_factory=lambda: ["websocket"]
@@ -50,9 +63,27 @@ class NotificationPayload(msgspec.Struct, frozen=True):
     device_type: str | None = None
     id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)] | None = None
 
+    def __post_init__(self) -> None:
+        audiences = sum(
+            (self.user_id is not None, self.user_ids is not None, self.topic is not None)
+        ) + bool(self.broadcast)
+        if audiences != 1:
+            raise ValueError("name exactly one of user_id, user_ids, topic, broadcast")
+        if self.user_ids is not None and not self.user_ids:
+            raise ValueError("user_ids must not be empty")
+        if self.user_id is None and any(c != "websocket" for c in self.target_channels):
+            raise ValueError("push channels need a single user_id (a device has one user)")
+
     def channels(self) -> tuple[Channel, ...]:
         """Target channels without repeats, in the producer's order."""
         return tuple(dict.fromkeys(self.target_channels))
+
+    def users(self) -> tuple[str, ...]:
+        """The users this event is for, each once, in the producer's order (none for a topic
+        or a broadcast)."""
+        if self.user_id is not None:
+            return (self.user_id,)
+        return tuple(dict.fromkeys(self.user_ids or ()))
 
     def token(self) -> str | None:
         """The device token, from the top level or, failing that, from data."""

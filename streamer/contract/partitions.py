@@ -72,15 +72,26 @@ def crc16(data: bytes) -> int:
     return crc
 
 
-def key_slot(key: str) -> int:
-    """The cluster slot of a key: its hash tag's (the first non-empty ``{...}``) or its own."""
-    raw = key.encode()
-    start = raw.find(b"{")
+def hash_tag(key: str) -> str | None:
+    """The part of ``key`` Redis Cluster hashes when it has one: the first non-empty {...}."""
+    start = key.find("{")
     if start >= 0:
-        end = raw.find(b"}", start + 1)
+        end = key.find("}", start + 1)
         if end > start + 1:
-            raw = raw[start + 1 : end]
-    return crc16(raw) % SLOTS
+            return key[start + 1 : end]
+    return None
+
+
+def key_slot(key: str) -> int:
+    """The cluster slot of a key: its hash tag's or, without one, its own."""
+    tag = hash_tag(key)
+    return crc16((key if tag is None else tag).encode()) % SLOTS
+
+
+def sibling_key(key: str, suffix: str) -> str:
+    """A key named after ``key`` that lies in the same cluster slot, so that one script may
+    touch both: ``key`` keeps its hash tag, or becomes the tag when it has none."""
+    return f"{key}{suffix}" if hash_tag(key) is not None else f"{{{key}}}{suffix}"
 
 
 @cache

@@ -10,6 +10,8 @@ that the two agree.
              N log entries, 1 <= N <= WS_MAX_REPLAY; ignored with last_event_id)
     token    Authorization: Bearer JWT, ?token=JWT, or the subprotocol "bearer.JWT"
     server   {"id": "<log id>", "type": "<event type>", "content": {...}}   an event
+             the same with "topic": "<name>" for a topic's event ("id" is then the
+             topic log's id), and {"type", "broadcast": true, "content"} for a broadcast
              {"type": "_recovery", "recovered": bool, "replayed": n}         after a resume
                                    or after the history (then recovered is true)
              {"type": "pong"}                                               after a ping
@@ -106,24 +108,42 @@ def _first(query: dict[str, list[str]], name: str) -> str | None:
 _encoder = msgspec.json.Encoder()
 
 
-class EventFrame(msgspec.Struct, frozen=True):
-    """Server -> client event (the seed's WebSocketMessage plus the user-log id)."""
+class EventFrame(msgspec.Struct, frozen=True, omit_defaults=True):
+    """Server -> client event (the seed's WebSocketMessage plus the log id, and the topic
+    for a topic's event)."""
 
     id: str
     type: str
     content: dict[str, object]
+    topic: str | None = None
 
 
-def event_frame(log_id: str, event_type: str, content_json: bytes) -> bytes:
+class BroadcastFrame(msgspec.Struct, frozen=True):
+    type: str
+    broadcast: bool
+    content: dict[str, object]
+
+
+def event_frame(
+    log_id: str, event_type: str, content_json: bytes, topic: str | None = None
+) -> bytes:
     """An EventFrame assembled from already-encoded content, byte-for-byte what encoding
     the Struct gives: content is encoded once per event and reused for every socket."""
+    parts = [b'{"id":', _encoder.encode(log_id), b',"type":', _encoder.encode(event_type)]
+    parts += [b',"content":', content_json]
+    if topic is not None:
+        parts += [b',"topic":', _encoder.encode(topic)]
+    parts.append(b"}")
+    return b"".join(parts)
+
+
+def broadcast_frame(event_type: str, content_json: bytes) -> bytes:
+    """A BroadcastFrame from already-encoded content (no id: broadcasts are not logged)."""
     return b"".join(
         (
-            b'{"id":',
-            _encoder.encode(log_id),
-            b',"type":',
+            b'{"type":',
             _encoder.encode(event_type),
-            b',"content":',
+            b',"broadcast":true,"content":',
             content_json,
             b"}",
         )

@@ -1,9 +1,8 @@
-"""The gateway's durable inbox ``gw:<gid>``: read (blocking, batched), hand over, trim.
+"""The gateway's durable inbox: read (blocking, batched), hand over, trim.
 
-Workers XADD one entry per delivery with fields ``uid``, ``id`` (user-log id), ``type``,
-``content`` (raw JSON), ``ts`` (ingress entry ms) and ``prev`` (the user-log id before it).
-The reader starts at the current end: entries written before this process started were for
-sockets of an earlier incarnation.
+Workers XADD one entry per batch holding every delivery of that batch for this gateway
+(``streamer.contract.inbox``), frames already encoded. The reader starts at the current end:
+entries written before this process started were for sockets of an earlier incarnation.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from dataclasses import dataclass
 import redis.asyncio as aioredis
 
 from streamer.contract.ids import StreamId, format_id, parse_id, successor
+from streamer.contract.inbox import BATCH_FIELD, BROADCAST, decode_batch
 from streamer.infra import metrics
 from streamer.infra.redis import REDIS_ERRORS
 
@@ -25,33 +25,29 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class InboxEntry:
-    user_id: str
-    log_id: str
-    sid: StreamId
-    event_type: str
-    content: bytes
+    """One delivery for the sockets of a user, of a topic's subscribers, or of everyone."""
+
+    kind: str  # streamer.contract.inbox.USER, TOPIC or BROADCAST
+    target: str
+    sid: StreamId | None  # the id in the target's log (None for a broadcast)
+    frame: bytes
     ingress_ms: int
-    prev: StreamId | None = None  # the log entry before this one (older workers omit it)
+    prev: StreamId | None = None  # the log entry before this one ('' from the worker: None)
 
 
-def parse_inbox_entry(fields: dict[bytes, bytes]) -> InboxEntry | None:
-    """Decode one inbox entry at the edge; None if it is malformed."""
-    try:
-        log_id = fields[b"id"].decode()
-        sid = parse_id(log_id)
-        if sid is None:
-            return None
-        return InboxEntry(
-            user_id=fields[b"uid"].decode(),
-            log_id=log_id,
-            sid=sid,
-            event_type=fields[b"type"].decode(),
-            content=fields[b"content"],
-            ingress_ms=int(fields.get(b"ts", b"0")),
-            prev=parse_id(fields.get(b"prev", b"").decode()),
-        )
-    except (KeyError, UnicodeDecodeError, ValueError):
+def parse_inbox_entry(fields: dict[bytes, bytes]) -> list[InboxEntry] | None:
+    """The deliveries of one inbox entry, decoded at the edge; None if it is malformed."""
+    raw = fields.get(BATCH_FIELD)
+    batch = None if raw is None else decode_batch(raw)
+    if batch is None:
         return None
+    entries = []
+    for d in batch:
+        sid = parse_id(d.id) if d.id else None
+        if d.kind != BROADCAST and sid is None:
+            return None
+        entries.append(InboxEntry(d.kind, d.target, sid, d.frame, d.ts, parse_id(d.prev)))
+    return entries
 
 
 Deliver = Callable[[list[InboxEntry]], Awaitable[None]]
@@ -104,14 +100,14 @@ class InboxReader:
         if not reply:
             return 0
         raw = reply[0][1]
-        entries = []
+        entries: list[InboxEntry] = []
         for entry_id, fields in raw:
-            entry = parse_inbox_entry(fields)
-            if entry is None:
+            parsed = parse_inbox_entry(fields)
+            if parsed is None:
                 log.warning("skipping malformed inbox entry %s", entry_id.decode())
             else:
-                entries.append(entry)
-        metrics.INBOX_ENTRIES.inc(len(raw))
+                entries += parsed
+        metrics.INBOX_ENTRIES.inc(len(entries))
         await self._deliver(entries)
         self._cursor = raw[-1][0].decode()
         await self._trim()

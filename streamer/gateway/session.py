@@ -21,10 +21,10 @@ from websockets.exceptions import ConnectionClosed
 from websockets.protocol import State
 
 from streamer.contract.ids import StreamId, format_id, parse_id, successor
+from streamer.contract.inbox import BROADCAST, USER
 from streamer.contract.websocket import (
     PONG,
     CloseCode,
-    event_frame,
     parse_client_frame,
     recovery_frame,
 )
@@ -233,6 +233,13 @@ class Session:
             return False
         return True
 
+    async def send_now(self, data: bytes) -> None:
+        """A frame outside any log (a broadcast): no id, no ordering, no resume."""
+        if self._writable():
+            with contextlib.suppress(ConnectionClosed):
+                await self.conn.send(data, text=True)
+                metrics.MESSAGES_SENT.inc()
+
     async def _send_control(self, data: bytes) -> None:
         if self._writable():
             with contextlib.suppress(ConnectionClosed):
@@ -301,16 +308,23 @@ class Hub:
         return [s for sessions in self._by_user.values() for s in sessions]
 
     async def deliver(self, entries: list[InboxEntry]) -> None:
-        """Encode each entry once and hand the same bytes to every socket of its user."""
+        """Hand each delivery's frame (encoded once, by the worker) to the sockets it is for."""
         for entry in entries:
-            sessions = self._by_user.get(entry.user_id)
+            if entry.kind == USER:
+                sessions = self._by_user.get(entry.target)
+            elif entry.kind == BROADCAST:
+                sessions = {s for group in self._by_user.values() for s in group}
+            else:
+                continue  # topics: not subscribed on this gateway
             if not sessions:
                 continue
-            frame = Frame(
-                entry.sid, event_frame(entry.log_id, entry.event_type, entry.content), entry.prev
-            )
-            for session in tuple(sessions):
-                await session.push(frame)
+            if entry.sid is None:
+                for session in tuple(sessions):
+                    await session.send_now(entry.frame)
+            else:
+                frame = Frame(entry.sid, entry.frame, entry.prev)
+                for session in tuple(sessions):
+                    await session.push(frame)
             if entry.ingress_ms:
                 latency = time.time() - entry.ingress_ms / 1000
                 metrics.GATEWAY_DELIVERY_LATENCY.observe(max(0.0, latency))

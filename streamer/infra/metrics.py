@@ -63,6 +63,23 @@ GROUP_RECREATED = Counter(
 INBOX_APPENDS = Counter(
     "streamer_worker_inbox_appends_total", "Deliveries appended to gateway inboxes."
 )
+ROUTED = Counter(
+    "streamer_worker_routed_total",
+    "Entries forwarded to the partition that owns their user or topic (from the "
+    "compatibility stream, or for events with targets in several partitions).",
+)
+BROADCASTS = Counter(
+    "streamer_worker_broadcasts_total", "Broadcast events written to every live gateway."
+)
+PARTITIONS_OWNED = Gauge(
+    "streamer_worker_owned_partitions",
+    "Units held now: ingress partitions, and the compatibility stream (counted as one).",
+)
+LEASE_CHANGES = Counter(
+    "streamer_worker_lease_changes_total",
+    "Units taken, released or lost by this worker, by change.",
+    ["change"],
+)
 STALE_OWNERS_REMOVED = Counter(
     "streamer_worker_stale_owners_removed_total",
     "Ownership entries of dead gateways removed by workers.",
@@ -122,7 +139,8 @@ SLOW_CLIENT_CLOSES = Counter(
     "streamer_gateway_slow_client_closes_total", "Sockets closed (4008) for not reading."
 )
 INBOX_ENTRIES = Counter(
-    "streamer_gateway_inbox_entries_total", "Entries read from this gateway's inbox."
+    "streamer_gateway_inbox_entries_total",
+    "Deliveries read from this gateway's inbox (a worker writes all of a batch's in one entry).",
 )
 GATEWAY_DELIVERY_LATENCY = Histogram(
     "streamer_gateway_delivery_latency_seconds",

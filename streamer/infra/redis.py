@@ -87,6 +87,11 @@ _ASYNC_CLASSES: dict[str, type[aioredis.Connection] | type[aioredis.UnixDomainSo
 }
 
 
+def is_cluster(client: object) -> bool:
+    """Whether ``client`` talks to a Redis Cluster (multi-key commands stay in one slot)."""
+    return False
+
+
 def reply_timeout_s(block_ms: int) -> float:
     """How long a reply may take for a client whose longest BLOCK is ``block_ms``."""
     return block_ms / 1000 + REPLY_MARGIN_S

@@ -94,29 +94,62 @@ async def count_after(redis: aioredis.Redis, stream: str, after_id: str, limit: 
     return int(await redis.eval(_COUNT_AFTER, 1, stream, after_id, str(limit)))  # type: ignore[misc]
 
 
-async def _find_group(redis: aioredis.Redis, keys: Keys) -> dict[str, Any] | None:
+async def _find_group(redis: aioredis.Redis, stream: str, group: str) -> dict[str, Any] | None:
     try:
-        groups = await redis.xinfo_groups(keys.stream)
+        groups = await redis.xinfo_groups(stream)
     except ResponseError:  # no such stream
         return None
-    return next((g for g in groups if _text(g["name"]) == keys.group), None)
+    return next((g for g in groups if _text(g["name"]) == group), None)
 
 
-async def sample(redis: aioredis.Redis, keys: Keys, *, lag_scan_limit: int = 10000) -> StreamStats:
-    """Length, lag, pending, oldest pending age and DLQ length, in a few round trips."""
-    length = await redis.xlen(keys.stream)
-    dlq_length = await redis.xlen(keys.dlq)
-    group = await _find_group(redis, keys)
-    if group is None:
+async def sample_stream(
+    redis: aioredis.Redis, stream: str, group: str, dlq: str, *, lag_scan_limit: int = 10000
+) -> StreamStats:
+    """One stream's length, lag, pending, oldest pending age and DLQ length."""
+    length = await redis.xlen(stream)
+    dlq_length = await redis.xlen(dlq)
+    found = await _find_group(redis, stream, group)
+    if found is None:
         return StreamStats(length, False, None, 0, None, dlq_length)
-    lag = server_lag(group)
+    lag = server_lag(found)
     if lag is None:
-        last_delivered = _text(group["last-delivered-id"])
-        lag = await count_after(redis, keys.stream, last_delivered, lag_scan_limit)
-    summary = await redis.xpending(keys.stream, keys.group)
+        last_delivered = _text(found["last-delivered-id"])
+        lag = await count_after(redis, stream, last_delivered, lag_scan_limit)
+    summary = await redis.xpending(stream, group)
     pending = int(summary["pending"])
     oldest = _now_ms() - entry_ms(_text(summary["min"])) if pending else None
     return StreamStats(length, True, lag, pending, oldest, dlq_length)
+
+
+def ingress_streams(keys: Keys) -> list[tuple[str, str]]:
+    """(stream, DLQ) of every ingress stream: the partitions, then the compatibility one."""
+    return [(p.stream, p.dlq) for p in keys.partitions] + [(keys.stream, keys.dlq)]
+
+
+async def sample_all(redis: aioredis.Redis, keys: Keys) -> list[StreamStats]:
+    """Every ingress stream's stats, in the order of ``ingress_streams``."""
+    return [
+        await sample_stream(redis, stream, keys.group, dlq) for stream, dlq in ingress_streams(keys)
+    ]
+
+
+def total(stats: list[StreamStats]) -> StreamStats:
+    """Totals over streams: sums, the oldest pending age, lag unknown if any is unknown."""
+    lags = [s.lag for s in stats]
+    ages = [s.oldest_pending_age_ms for s in stats if s.oldest_pending_age_ms is not None]
+    return StreamStats(
+        length=sum(s.length for s in stats),
+        group_exists=all(s.group_exists for s in stats),
+        lag=None if any(lag is None for lag in lags) else sum(lag or 0 for lag in lags),
+        pending=sum(s.pending for s in stats),
+        oldest_pending_age_ms=max(ages) if ages else None,
+        dlq_length=sum(s.dlq_length for s in stats),
+    )
+
+
+async def sample(redis: aioredis.Redis, keys: Keys) -> StreamStats:
+    """Totals over every ingress stream (for the worker's gauges)."""
+    return total(await sample_all(redis, keys))
 
 
 async def consumers(redis: aioredis.Redis, keys: Keys, *, limit: int = 50) -> list[ConsumerInfo]:

@@ -1,1 +1,1 @@
-"""Operator tools: publish, status, up, replay, dead letters."""
+"""Operator tools: publish, status, up, replay, dead letters, the container health check."""

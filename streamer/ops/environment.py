@@ -41,9 +41,15 @@ GROUPS: dict[str, tuple[Variable, ...]] = {
         V("CLAIM_IDLE_MS", "30000", "pending entries idle this long are reclaimed"),
         V("MAX_DELIVERIES", "5", "deliveries before an entry is dead-lettered"),
         V("RETRY_BASE_MS", "1000", "base of the retry backoff"),
+        V("WORKER_HEARTBEAT_MS", "1000", "worker heartbeat and partition-lease renewal period"),
+        V("WORKER_DEAD_AFTER_MS", "5000", "a worker without heartbeat this long is dead"),
+        V("WORKER_LEASE_TTL_MS", "5000", "lifetime of a partition lease not renewed"),
         V("MAX_PAYLOAD_BYTES", "65536", "larger payloads are dead-lettered (publish refuses them)"),
         V("USER_HISTORY_SIZE", "1000", "entries kept per user replay log"),
         V("USER_HISTORY_TTL_S", "86400", "idle TTL of a user replay log"),
+        V("TOPIC_HISTORY_SIZE", "1000", "entries kept per topic log"),
+        V("TOPIC_HISTORY_TTL_S", "86400", "idle TTL of a topic log"),
+        V("BROADCASTS_PER_S", "10", "broadcast events delivered per second at most"),
         V("DEDUPE_TTL_S", "", "lifetime of the per-event dedupe keys",
           "default max(USER_HISTORY_TTL_S, 86400)"),
         V("INBOX_MAX_LEN", "100000", "approximate cap of a gateway inbox"),
@@ -81,8 +87,9 @@ GROUPS: dict[str, tuple[Variable, ...]] = {
         V("METRICS_PORT", "9100", "port of /metrics and probes of worker and bridges (0: off)",
           "worker 9100, RabbitMQ bridge 9102, Pub/Sub bridge 9103"),
         V("HEALTH_THRESHOLD_S", "30", "/healthz turns 503 when Redis was unreachable this long"),
-        V("HEALTHCHECK_URL", "", "what the Docker image's HEALTHCHECK probes",
-          "default http://127.0.0.1:$METRICS_PORT/healthz"),
+        V("HEALTHCHECK_URL", "", "what `streamer healthcheck` probes (the image's HEALTHCHECK)",
+          "default: the health URL of PID 1's process kind"),
+        V("HEALTHCHECK_PID", "1", "the process whose command line names the kind to probe"),
         V("LOG_LEVEL", "info", "debug, info, warning or error"),
         V("LOG_FORMAT", "text", "text, or json for one JSON object per line"),
     ),
@@ -166,6 +173,10 @@ COMMANDS: dict[str, tuple[str, ...]] = {
         "ENABLE_REDIS_CONSUMER",
     ),
     "token": ("JWT_SECRET",),
+    "healthcheck": (
+        "HEALTHCHECK_URL", "HEALTHCHECK_PID", "METRICS_PORT", "METRICS_HOST", "GATEWAY_PORT",
+        "GATEWAY_HOST",
+    ),
 }  # fmt: skip
 
 

@@ -17,6 +17,7 @@ def handle(args: argparse.Namespace) -> int:
     from streamer.infra import metrics, runtime
     from streamer.infra.settings import Env
     from streamer.push.factory import build_push_senders
+    from streamer.push.settings import PushSettings
     from streamer.worker.main import run_worker
     from streamer.worker.settings import WorkerSettings
 
@@ -24,8 +25,10 @@ def handle(args: argparse.Namespace) -> int:
     settings = WorkerSettings.from_env(env)
     metrics.register("worker")
 
+    push_concurrency = PushSettings.from_env(env).concurrency
+
     async def main() -> None:
         # Push clients must be created inside the running loop.
-        await run_worker(settings, build_push_senders(env))
+        await run_worker(settings, build_push_senders(env), push_concurrency)
 
     return runtime.run(main(), settings.log)

@@ -1,7 +1,9 @@
-"""The one owner of XREADGROUP, XAUTOCLAIM, XACK and dead-lettering on the ingress stream.
+"""The one owner of XREADGROUP, XAUTOCLAIM, XACK and dead-lettering on the ingress streams.
 
-Everything that changes the consumer group's state goes through StreamConsumer, and the
-ack / retry / dead-letter outcome of every entry is counted here.
+Everything that changes a consumer group's state goes through a StreamConsumer (one per unit
+this worker holds: a partition or the compatibility stream), and the ack / retry /
+dead-letter outcome of every entry is counted here. A partition's decisions are carried out
+by ``settle.lua``, atomically and only while this worker holds the partition's lease.
 """
 
 from __future__ import annotations
@@ -10,47 +12,63 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
-from redis.typing import EncodableT, FieldT, StreamIdT
+from redis.typing import StreamIdT
 
-from streamer.contract.keys import Keys
 from streamer.infra import metrics
-from streamer.infra.redis import REDIS_ERRORS
+from streamer.infra.redis import REDIS_ERRORS, LuaScript
+from streamer.worker.assignment import COMPAT, Unit
+from streamer.worker.delivery import RouteCall, route_args
 from streamer.worker.settings import ConsumerSettings
 
 log = logging.getLogger(__name__)
 
 Fields = dict[bytes, bytes]
 
+_SETTLE = LuaScript.load("streamer.lua", "settle.lua")
+_ROUTE = LuaScript.load("streamer.lua", "route.lua")
+FEEDBACK_MAXLEN = 1_000_000
+
+
+class LeaseLost(Exception):
+    """This worker no longer holds the unit: another worker took over its entries."""
+
 
 @dataclass(frozen=True, slots=True)
 class RawEntry:
-    """An entry as read from the stream. ``fields`` is None when the entry was trimmed
+    """An entry as read from a unit's stream. ``fields`` is None when the entry was trimmed
     from the stream while pending."""
 
+    unit: Unit
     entry_id: str
     fields: Fields | None
     deliveries: int
     reclaimed: bool = False
 
 
+def _nothing() -> None:
+    pass
+
+
 @dataclass(frozen=True, slots=True)
 class Deferred:
     """An entry whose fate a detached task decides later (a push to a provider that may be
-    slow); the consumer settles it when the task is done."""
+    slow); its consumer settles it when the task is done, then calls ``settled`` (until then
+    the entry must not be processed again: its decision is not in Redis yet)."""
 
     entry_id: str
     decided: asyncio.Future[Settlement]
+    settled: Callable[[], None] = _nothing
 
 
 @dataclass(slots=True)
 class Settlement:
-    """What to do with the entries of one batch, carried out in one round trip."""
+    """What to do with the entries of one unit's batch, carried out in one round trip."""
 
     acks: list[str] = field(default_factory=list)
     dead_letters: list[tuple[RawEntry, str, str]] = field(default_factory=list)
@@ -74,92 +92,92 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
+def is_lease_error(exc: BaseException) -> bool:
+    return isinstance(exc, ResponseError) and str(exc).startswith("LEASE")
+
+
 class StreamConsumer:
-    def __init__(self, redis: aioredis.Redis, keys: Keys, settings: ConsumerSettings) -> None:
+    """This worker in the consumer group of one unit's stream."""
+
+    def __init__(
+        self,
+        redis: aioredis.Redis,
+        unit: Unit,
+        group: str,
+        settings: ConsumerSettings,
+        lease_token: str,
+    ) -> None:
         self._redis = redis
-        self._keys = keys
+        self.unit = unit
+        self._group = group
         self._settings = settings
+        self._token = lease_token
         self._claim_cursor = "0-0"
         self._next_claim_at = 0.0
         self._outstanding: dict[str, Deferred] = {}  # deferred entries not yet settled
         self._decided: list[Deferred] = []
         self._wake = asyncio.Event()
         self._settler: asyncio.Task[None] | None = None
+        self.lost = False
 
     @property
     def name(self) -> str:
         return self._settings.worker_id
 
+    @property
+    def stream(self) -> str:
+        return self.unit.stream
+
     async def ensure_group(self) -> bool:
         """Create the stream and group when missing. True when they had to be created."""
         try:
             # From 0: entries producers added before any worker existed are delivered too.
-            await self._redis.xgroup_create(self._keys.stream, self._keys.group, "0", mkstream=True)
+            await self._redis.xgroup_create(self.stream, self._group, "0", mkstream=True)
         except ResponseError as exc:
             if "BUSYGROUP" in str(exc):
                 return False
             raise
         return True
 
-    async def _recreate_group(self) -> None:
-        created = await self.ensure_group()
-        if created:
+    async def recreate_group(self) -> None:
+        if await self.ensure_group():
             metrics.GROUP_RECREATED.inc()
             log.warning(
                 "consumer group %s on %s was missing (Redis lost it?); recreated it",
-                self._keys.group,
-                self._keys.stream,
+                self._group,
+                self.stream,
             )
 
-    async def next_batch(self, limit: int | None = None) -> list[RawEntry]:
-        """Reclaimed entries when a reclaim is due, else new entries (blocking up to block_ms);
-        at most ``limit`` (default READ_COUNT)."""
-        count = min(limit or self._settings.read_count, self._settings.read_count)
-        try:
-            if time.monotonic() >= self._next_claim_at:
-                claimed = await self._claim(count)
-                if claimed:
-                    return claimed
-            return await self._read(count)
-        except ResponseError as exc:
-            if "NOGROUP" not in str(exc):
-                raise
-            await self._recreate_group()
-            return []
+    # --- reading --------------------------------------------------------------------------
 
-    async def _read(self, count: int) -> list[RawEntry]:
-        reply = await self._redis.xreadgroup(
-            self._keys.group,
-            self.name,
-            {self._keys.stream: ">"},
-            count=count,
-            block=self._settings.block_ms,
-        )
-        if not reply:
-            return []
-        entries = [RawEntry(_text(eid), fields, 1) for eid, fields in reply[0][1]]
-        metrics.EVENTS_CONSUMED.labels("new").inc(len(entries))
-        return entries
+    async def take_over(self, count: int) -> list[RawEntry]:
+        """The next entries still pending in the group (any consumer's: its earlier owner
+        is gone, since this worker holds the lease), oldest first; empty when none is left.
+        A new owner handles these before anything new, which keeps each user's order."""
+        return await self._claim(count, min_idle_ms=0)
+
+    def claim_due(self) -> bool:
+        return time.monotonic() >= self._next_claim_at
+
+    async def claim(self, count: int) -> list[RawEntry]:
+        """One XAUTOCLAIM step for entries idle past CLAIM_IDLE_MS (retries whose backoff
+        ran out), following its cursor across calls."""
+        claimed = await self._claim(count, min_idle_ms=self._settings.claim_idle_ms)
+        if self._claim_cursor == "0-0":
+            self._next_claim_at = time.monotonic() + self._claim_interval_s()
+        return claimed
 
     def _claim_interval_s(self) -> float:
         return max(0.05, min(self._settings.claim_idle_ms / 2000, 5.0))
 
-    async def _claim(self, count: int) -> list[RawEntry]:
-        """One XAUTOCLAIM step, following its cursor across calls."""
+    async def _claim(self, count: int, min_idle_ms: int) -> list[RawEntry]:
         start = self._claim_cursor
         reply = await self._redis.xautoclaim(
-            self._keys.stream,
-            self._keys.group,
-            self.name,
-            self._settings.claim_idle_ms,
-            start_id=start,
-            count=count,
+            self.stream, self._group, self.name, min_idle_ms, start_id=start, count=count
         )
         cursor = _text(reply[0])
         claimed = [(_text(eid), fields) for eid, fields in reply[1] if eid is not None]
         self._claim_cursor = cursor
-        if cursor == "0-0":
-            self._next_claim_at = time.monotonic() + self._claim_interval_s()
         if len(reply) > 2:
             # Redis 7 drops trimmed entries from the PEL itself and reports them here.
             self._count_trimmed(len(reply[2]))
@@ -170,7 +188,7 @@ class StreamConsumer:
             return []
         counts = await self._delivery_counts([eid for eid, _ in claimed])
         entries = [
-            RawEntry(eid, fields or None, counts.get(eid, 1), reclaimed=True)
+            RawEntry(self.unit, eid, fields or None, counts.get(eid, 1), reclaimed=True)
             for eid, fields in claimed
         ]
         metrics.RECLAIMED.inc(len(entries))
@@ -184,45 +202,51 @@ class StreamConsumer:
 
     async def _ack_trimmed(self, start: str, cursor: str, present: set[str]) -> None:
         rows = await self._redis.xpending_range(
-            self._keys.stream,
-            self._keys.group,
+            self.stream,
+            self._group,
             min=start,
             max="+" if cursor == "0-0" else f"({cursor}",
             count=self._settings.read_count * 4,
-            consumername=self.name,
         )
         candidates = [_text(r["message_id"]) for r in rows if _text(r["message_id"]) not in present]
         pipe = self._redis.pipeline(transaction=False)
         for entry_id in candidates:
-            pipe.xrange(self._keys.stream, min=entry_id, max=entry_id, count=1)
+            pipe.xrange(self.stream, min=entry_id, max=entry_id, count=1)
         found = await pipe.execute() if candidates else []
         trimmed = [eid for eid, entries in zip(candidates, found, strict=True) if not entries]
         if trimmed:
-            await self._redis.xack(self._keys.stream, self._keys.group, *trimmed)
+            await self._redis.xack(self.stream, self._group, *trimmed)
         self._count_trimmed(len(trimmed))
 
     async def _delivery_counts(self, ids: Sequence[str]) -> dict[str, int]:
         """Each claimed entry's delivery count, looked up by its exact id (a range query could
-        be cut short by this consumer's other pending entries lying between them)."""
+        be cut short by other pending entries lying between them)."""
         pipe = self._redis.pipeline(transaction=False)
         for entry_id in ids:
-            pipe.xpending_range(self._keys.stream, self._keys.group, entry_id, entry_id, 1)
+            pipe.xpending_range(self.stream, self._group, entry_id, entry_id, 1)
         counts: dict[str, int] = {}
         for rows in await pipe.execute():
             for row in rows:
                 counts[_text(row["message_id"])] = int(row["times_delivered"])
         return counts
 
+    # --- settling -------------------------------------------------------------------------
+
     async def settle(self, settlement: Settlement) -> None:
-        """Dead-letter, ack and reschedule in one round trip. Dead letters and their acks
-        are one transaction, so a crash never dead-letters an entry twice. Deferred entries
-        are settled in the background as their tasks decide (see ``settled``)."""
-        if settlement.deferred:
-            self._defer(settlement.deferred)
+        """Dead-letter, ack and reschedule in one atomic round trip (``apply``); deferred
+        entries are settled in the background as their tasks decide (see ``settled``)."""
+        self.defer(settlement.deferred)
+        await self.apply(settlement)
+
+    async def apply(self, settlement: Settlement) -> None:
+        """Carry out what is decided now, atomically: safe to call again after a failure.
+        Raises LeaseLost when another worker took the unit over (nothing changed then)."""
         if settlement:
             await self._apply(settlement)
 
-    def _defer(self, deferred: list[Deferred]) -> None:
+    def defer(self, deferred: list[Deferred]) -> None:
+        if not deferred:
+            return
         for item in deferred:
             self._outstanding[item.entry_id] = item
             item.decided.add_done_callback(partial(self._on_decided, item))
@@ -254,16 +278,24 @@ class StreamConsumer:
                 if self._outstanding and time.monotonic() >= touch_at:
                     touch_at = time.monotonic() + touch_s
                     await self._touch([*self._outstanding])
+            except LeaseLost:
+                log.info(
+                    "unit %s moved on; %d decided entries left to its new owner",
+                    self.unit.name,
+                    len(decided),
+                )
             except REDIS_ERRORS as exc:
-                # The entries stay pending; XAUTOCLAIM delivers them again later.
+                # The entries stay pending; the owner delivers them again later.
                 metrics.REDIS_ERRORS.inc()
                 log.warning("could not settle %d deferred entries: %s", len(decided), exc)
+            finally:
+                for item in decided:
+                    item.settled()
 
-    async def _touch(self, entry_ids: list[StreamIdT]) -> None:
+    async def _touch(self, entry_ids: list[str]) -> None:
         """Reset the idle time of entries still in flight here (JUSTID: no delivery count)."""
-        await self._redis.xclaim(
-            self._keys.stream, self._keys.group, self.name, 0, entry_ids, justid=True
-        )
+        ids: list[StreamIdT] = list(entry_ids)
+        await self._redis.xclaim(self.stream, self._group, self.name, 0, ids, justid=True)
 
     async def settled(self) -> None:
         """Wait until every deferred entry has been settled (shutdown drains in-flight work)."""
@@ -271,46 +303,93 @@ class StreamConsumer:
             await asyncio.shield(self._settler)
 
     async def _apply(self, settlement: Settlement) -> None:
-        pipe = self._redis.pipeline(transaction=True)
-        for record in settlement.feedback:
-            pipe.xadd(self._keys.feedback, record, maxlen=1_000_000, approximate=True)  # type: ignore[arg-type]
-        for entry, reason, error in settlement.dead_letters:
-            pipe.xadd(self._keys.dlq, _dead_letter_fields(entry, reason, error))
-        ack_ids = settlement.acks + [entry.entry_id for entry, _, _ in settlement.dead_letters]
-        if ack_ids:
-            pipe.xack(self._keys.stream, self._keys.group, *ack_ids)
-        for entry_id, delay_ms in settlement.retries:
-            # Backdate the entry's idle time so XAUTOCLAIM picks it up after delay_ms.
-            idle = max(0, self._settings.claim_idle_ms - delay_ms)
-            pipe.xclaim(
-                self._keys.stream,
-                self._keys.group,
-                self.name,
-                0,
-                [entry_id],
-                idle=idle,
-                justid=True,
-            )
-        await pipe.execute()
-        metrics.ACKED.inc(len(ack_ids))
+        if self.unit.index == COMPAT:
+            await self._apply_compat(settlement)
+        else:
+            await self._apply_partition(settlement)
+        acked = len(settlement.acks) + len(settlement.dead_letters)
+        metrics.ACKED.inc(acked)
         for _, reason, _ in settlement.dead_letters:
             metrics.DEAD_LETTERED.labels(reason).inc()
 
-    async def heartbeat(self) -> None:
-        await self._redis.zadd(self._keys.workers, {self.name: int(time.time() * 1000)})
+    async def _apply_partition(self, settlement: Settlement) -> None:
+        u = self.unit
+        args: list[str | int | bytes] = [
+            self._token,
+            self._group,
+            self.name,
+            self._settings.claim_idle_ms,
+        ]
+        args += [len(settlement.acks), *settlement.acks]
+        args.append(len(settlement.retries))
+        for entry_id, delay_ms in settlement.retries:
+            args += [entry_id, delay_ms]
+        args.append(len(settlement.dead_letters))
+        for entry, reason, error in settlement.dead_letters:
+            fields = dead_letter_fields(entry, reason, error)
+            args += [entry.entry_id, len(fields)]
+            for name, value in fields.items():
+                args += [name, value]
+        args.append(len(settlement.feedback))
+        for record in settlement.feedback:
+            args.append(len(record))
+            for key, text in record.items():
+                args += [key, text]
+        try:
+            await _SETTLE.run(self._redis, [u.lease, u.stream, u.dlq, u.feedback], args)
+        except ResponseError as exc:
+            if is_lease_error(exc):
+                self.lost = True
+                raise LeaseLost(u.name) from exc
+            raise
+
+    async def _apply_compat(self, settlement: Settlement) -> None:
+        """The compatibility stream lies in another cluster slot than its DLQ: dead letters
+        go there through a routing mark (at most once, whatever the retries), then the acks.
+        Its entries are only routed here, so there are no retries or feedback."""
+        if settlement.dead_letters:
+            rows = [
+                (entry.entry_id, dead_letter_fields(entry, reason, error))
+                for entry, reason, error in settlement.dead_letters
+            ]
+            call = RouteCall(self.unit.dlq, self.unit.dlq_marks, self.stream, rows)
+            await _ROUTE.run(self._redis, *route_args(call))
+        ids = settlement.acks + [entry.entry_id for entry, _, _ in settlement.dead_letters]
+        if ids:
+            await self._redis.xack(self.stream, self._group, *ids)
 
     async def leave(self) -> None:
-        """On clean exit: settle the entries still in flight, then drop this worker from the
-        live set (its PEL is empty by then)."""
+        """On a clean exit or hand-over: settle what is in flight, then drop this consumer
+        name when nothing is pending for it (else every restart leaves one behind)."""
         await self.settled()
-        await self._redis.zrem(self._keys.workers, self.name)
-        # Consumer names are per process (host-pid): drop ours, or every restart leaves one
-        # behind in XINFO CONSUMERS. Only when nothing is pending, so no entry loses its owner.
         pending = await self._redis.xpending_range(
-            self._keys.stream, self._keys.group, min="-", max="+", count=1, consumername=self.name
+            self.stream, self._group, min="-", max="+", count=1, consumername=self.name
         )
         if not pending:
-            await self._redis.xgroup_delconsumer(self._keys.stream, self._keys.group, self.name)
+            await self._redis.xgroup_delconsumer(self.stream, self._group, self.name)
+
+
+async def read_new(
+    redis: aioredis.Redis, consumers: Sequence[StreamConsumer], count: int, block_ms: int
+) -> list[RawEntry]:
+    """New entries of several units in one XREADGROUP (their streams must share a node and,
+    in Redis Cluster, a slot: pass one consumer there), at most ``count`` per stream."""
+    if not consumers:
+        return []
+    by_stream = {c.stream: c for c in consumers}
+    reply = await redis.xreadgroup(
+        consumers[0]._group,
+        consumers[0].name,
+        {stream: ">" for stream in by_stream},
+        count=count,
+        block=block_ms,
+    )
+    entries: list[RawEntry] = []
+    for stream, rows in reply or ():
+        unit = by_stream[_text(stream)].unit
+        entries += [RawEntry(unit, _text(eid), fields, 1) for eid, fields in rows]
+    metrics.EVENTS_CONSUMED.labels("new").inc(len(entries))
+    return entries
 
 
 def _decision(item: Deferred) -> Settlement:
@@ -325,8 +404,8 @@ def _decision(item: Deferred) -> Settlement:
     return item.decided.result()
 
 
-def _dead_letter_fields(entry: RawEntry, reason: str, error: str) -> dict[FieldT, EncodableT]:
-    fields: dict[FieldT, EncodableT] = {k: v for k, v in (entry.fields or {}).items()}
+def dead_letter_fields(entry: RawEntry, reason: str, error: str) -> dict[bytes | str, bytes | str]:
+    fields: dict[bytes | str, bytes | str] = {k: v for k, v in (entry.fields or {}).items()}
     fields.update(
         {
             "reason": reason,

@@ -1,4 +1,14 @@
-"""The `streamer worker` process: read the stream in a consumer group, deliver, ack."""
+"""The `streamer worker` process: own some units, read them in their consumer groups,
+deliver, settle.
+
+Every ``WORKER_HEARTBEAT_MS`` the worker heartbeats (Redis's clock), computes which units
+are its share among the live workers (``assignment``), renews the leases it holds, gives
+back the units that are no longer its share (after finishing their batch and the pushes in
+flight) and takes the free units that are. A unit it takes is first drained of the entries
+its previous owner left pending, then read for new ones. On a single Redis one XREADGROUP
+reads every held unit; on Redis Cluster each unit is read on its own (its stream is alone
+in its slot).
+"""
 
 from __future__ import annotations
 
@@ -10,27 +20,32 @@ import time
 from collections.abc import Mapping
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from streamer.contract.event import Channel
 from streamer.contract.keys import Keys
-from streamer.infra import metrics
+from streamer.infra import metrics, registry
 from streamer.infra.http import HealthTracker, serve_metrics
-from streamer.infra.redis import REDIS_ERRORS, connect
+from streamer.infra.redis import REDIS_ERRORS, connect, is_cluster
 from streamer.infra.stream_stats import sample
 from streamer.push.base import PushSender
-from streamer.worker.consumer import StreamConsumer
-from streamer.worker.processor import BatchProcessor
+from streamer.worker.assignment import Unit, assign, units
+from streamer.worker.consumer import LeaseLost, RawEntry, Settlement, StreamConsumer, read_new
+from streamer.worker.delivery import LiveGateways, LogWriter
+from streamer.worker.leases import Leases
+from streamer.worker.processor import BatchProcessor, RetryBatch
 from streamer.worker.settings import WorkerSettings
-from streamer.worker.userlog import LiveGateways, UserLogWriter
 
 log = logging.getLogger(__name__)
 
-_HEARTBEAT_S = 2.0
+_BACKOFF_FIRST_S, _BACKOFF_MAX_S = 0.1, 5.0
+# How long a unit given back waits for its pushes in flight before its lease goes.
+_HANDOVER_WAIT_S = 30.0
 
 
 class Worker:
     """One consumer in the group. ``run`` loops until ``stop()``; ``drain`` (for tests and
-    batch jobs) returns once nothing new and nothing reclaimable is left."""
+    batch jobs) returns once nothing new and nothing pending is left in any unit."""
 
     def __init__(
         self,
@@ -39,94 +54,312 @@ class Worker:
         senders: Mapping[Channel, PushSender] | None = None,
         push_concurrency: int = 64,
     ) -> None:
-        keys = Keys.from_settings(settings.redis)
         self._redis = redis
         self._settings = settings
-        self._keys = keys
-        self.consumer = StreamConsumer(redis, keys, settings.consumer)
+        self._keys = keys = Keys.from_settings(settings.redis)
+        self.name = settings.consumer.worker_id
+        self._units = units(keys)
+        self._leases = Leases(redis, self.name, settings.ownership.lease_ttl_ms)
+        self._writer = LogWriter(redis, keys, settings.delivery, self._leases.token)
         self._processor = BatchProcessor(
-            UserLogWriter(redis, keys, settings.delivery),
+            keys,
+            self._writer,
             LiveGateways(redis, keys, settings.delivery.gateway_dead_after_ms),
             senders or {},
             settings.consumer,
             settings.delivery,
             push_concurrency,
         )
+        self._held: dict[int, StreamConsumer] = {}  # position in self._units -> consumer
+        self._taking_over: set[int] = set()  # held units still draining old pending entries
+        self._groups_seen: set[str] = set()  # streams whose group this process saw exist
+        self._batch_lock = asyncio.Lock()  # units change hands between batches, never during
+        self._changed = asyncio.Event()
         self._stopping = asyncio.Event()
+        self._cluster = is_cluster(redis)
         self.health = HealthTracker(settings.metrics.health_threshold_s, time.monotonic)
 
     def stop(self) -> None:
         self._stopping.set()
+        self._changed.set()
 
-    async def step(self) -> int:
-        """Read one batch, process it, settle it. Returns the batch size."""
+    @property
+    def units_held(self) -> list[str]:
+        return sorted(self._units[i].name for i in self._held)
+
+    # --- reading ------------------------------------------------------------------------
+
+    async def step(self, positions: list[int] | None = None) -> int:
+        """Read one batch from the held units (or the given ones), process it, settle it.
+        Returns the batch size."""
+        consumers = [self._held[i] for i in (positions or self._held) if i in self._held]
+        if not consumers:
+            return 0
         room = await self._processor.room(self._settings.consumer.read_count)
-        batch = await self.consumer.next_batch(room)
+        batch = await self._next_batch(consumers, room)
         if not batch:
             return 0
-        started = time.perf_counter()
-        settlement = await self._processor.process(batch)
-        await self.consumer.settle(settlement)
-        metrics.BATCH_DURATION.observe(time.perf_counter() - started)
+        async with self._batch_lock:
+            started = time.perf_counter()
+            await self._handle(batch)
+            metrics.BATCH_DURATION.observe(time.perf_counter() - started)
         return len(batch)
+
+    async def _next_batch(self, consumers: list[StreamConsumer], count: int) -> list[RawEntry]:
+        for consumer in consumers:
+            position = self._units.index(consumer.unit)
+            if position in self._taking_over:
+                entries = await consumer.take_over(count)
+                if entries:
+                    return entries
+                self._taking_over.discard(position)
+        for consumer in consumers:
+            if consumer.claim_due():
+                claimed = await consumer.claim(count)
+                if claimed:
+                    return claimed
+        block = self._settings.consumer.block_ms
+        # On Redis Cluster one stream per slot: a multi-stream read would be refused.
+        reading = consumers[:1] if self._cluster else consumers
+        try:
+            return await read_new(self._redis, reading, count, block)
+        except ResponseError as exc:
+            # NOGROUP, or UNBLOCKED while blocked: the stream or group vanished (Redis lost
+            # data, a restart without AOF). The group is recreated; entries added since are
+            # read from its start.
+            if not str(exc).startswith(("NOGROUP", "UNBLOCKED")):
+                raise
+            for consumer in reading:
+                await consumer.recreate_group()
+            return []
+
+    async def _handle(self, batch: list[RawEntry]) -> None:
+        """Process until delivered (every step is idempotent, so a failed batch is simply
+        processed again; nothing after it goes first), then settle each unit's share."""
+        backoff = _BACKOFF_FIRST_S
+        while True:
+            try:
+                settlements = await self._processor.process(batch)
+                break
+            except RetryBatch as exc:
+                metrics.REDIS_ERRORS.inc()
+                self.health.failed("redis")
+                log.warning("batch of %d failed (%s); retrying in %.1fs", len(batch), exc, backoff)
+                if await self._stopped_within(backoff):
+                    return  # left pending: this worker's next incarnation or a peer takes it
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+        for unit in self._processor.lost:
+            self._drop(unit, "lost")
+        for unit, settlement in settlements.items():
+            consumer = self._consumer_of(unit)
+            if consumer is not None:
+                consumer.defer(settlement.deferred)
+                await self._settle(consumer, settlement)
+
+    async def _settle(self, consumer: StreamConsumer, settlement: Settlement) -> None:
+        """Apply a unit's decisions, again after a failure (it is atomic), until done."""
+        backoff = _BACKOFF_FIRST_S
+        while True:
+            try:
+                await consumer.apply(settlement)
+                return
+            except LeaseLost:
+                self._drop(consumer.unit, "lost")
+                return
+            except REDIS_ERRORS as exc:
+                metrics.REDIS_ERRORS.inc()
+                self.health.failed("redis")
+                log.warning(
+                    "settling %s failed (%s); retrying in %.1fs", consumer.unit.name, exc, backoff
+                )
+                if await self._stopped_within(backoff):
+                    return  # left pending: reclaimed later
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+    def _consumer_of(self, unit: Unit) -> StreamConsumer | None:
+        return self._held.get(self._units.index(unit))
+
+    # --- the loop -----------------------------------------------------------------------
 
     async def run(self) -> None:
         """Loop until stopped. Redis errors of any kind (connection loss, OOM, READONLY after
-        a failover, a lost group) are transient: back off and go on. Anything else is a bug:
-        it is logged and re-raised, so the process exits non-zero instead of idling."""
-        backoff = 0.1
-        started = False
+        a failover, a cluster reconfiguring) are transient: back off and go on. Anything else
+        is a bug: it is logged and re-raised, so the process exits non-zero."""
+        manager = asyncio.create_task(self._manage_forever(), name="ownership")
+        try:
+            if self._cluster:
+                await self._run_per_unit()
+            else:
+                await self._run_loop(None)
+        finally:
+            self.stop()
+            await manager
+            with contextlib.suppress(*REDIS_ERRORS):
+                await self._leave()
+            log.info("worker %s stopped", self.name)
+
+    async def _run_loop(self, position: int | None) -> None:
+        backoff = _BACKOFF_FIRST_S
         while not self._stopping.is_set():
+            if position is not None and position not in self._held:
+                return
+            if not self._held:
+                await self._wait_changed(0.5)
+                continue
             try:
-                if not started:
-                    await self._start()
-                    started = True
-                await self.step()
+                await self.step(None if position is None else [position])
                 self.health.ok("redis")
-                backoff = 0.1
+                backoff = _BACKOFF_FIRST_S
             except REDIS_ERRORS as exc:
                 # The batch in flight stays pending; it is read again or reclaimed later.
                 metrics.REDIS_ERRORS.inc()
                 self.health.failed("redis")
                 log.warning("redis error (%s); retrying in %.1fs", exc, backoff)
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), backoff)
-                backoff = min(backoff * 2, 5.0)
+                await self._stopped_within(backoff)
+                backoff = min(backoff * 2, _BACKOFF_MAX_S)
             except Exception:
-                log.exception("worker %s failed; exiting", self.consumer.name)
+                log.exception("worker %s failed; exiting", self.name)
                 self.stop()
                 raise
-        with contextlib.suppress(*REDIS_ERRORS):
-            await self.consumer.leave()
-        log.info("worker %s stopped", self.consumer.name)
 
-    async def drain(self, idle_rounds: int = 2) -> None:
-        """Process until the stream has nothing new and nothing pending for this group."""
-        await self._start()
-        quiet = 0
-        while quiet < idle_rounds:
-            processed = await self.step()
-            pending = (await self._redis.xpending(self._keys.stream, self._keys.group))["pending"]
-            quiet = quiet + 1 if processed == 0 and pending == 0 else 0
+    async def _run_per_unit(self) -> None:
+        loops: dict[int, asyncio.Task[None]] = {}
+        while not self._stopping.is_set():
+            for position in self._held:
+                if position not in loops or loops[position].done():
+                    loops[position] = asyncio.create_task(self._run_loop(position))
+            for task in [t for t in loops.values() if t.done() and t.exception()]:
+                raise task.exception()  # type: ignore[misc]
+            await self._wait_changed(1.0)
+        await asyncio.gather(*loops.values(), return_exceptions=True)
 
-    async def _start(self) -> None:
-        if await self.consumer.ensure_group():
-            log.info("created consumer group %s on %s", self._keys.group, self._keys.stream)
-        await self.consumer.heartbeat()
+    async def _wait_changed(self, timeout_s: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._changed.wait(), timeout_s)
+        self._changed.clear()
 
-    async def background(self) -> None:
-        """Heartbeat and stream gauges, until stopped."""
+    async def _stopped_within(self, seconds: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+        return self._stopping.is_set()
+
+    # --- ownership ----------------------------------------------------------------------
+
+    async def _manage_forever(self) -> None:
         last_stats = 0.0
+        period_s = self._settings.ownership.heartbeat_ms / 1000
         while not self._stopping.is_set():
             try:
-                await self.consumer.heartbeat()
+                await self.manage()
+                self.health.ok("redis")
                 if time.monotonic() - last_stats >= self._settings.stats_interval_s:
                     last_stats = time.monotonic()
                     await self._sample()
             except REDIS_ERRORS as exc:
-                log.debug("background sampling failed: %s", exc)
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), _HEARTBEAT_S)
+                self.health.failed("redis")
+                log.warning("heartbeat or lease renewal failed: %s", exc)
+            await self._stopped_within(period_s)
+
+    async def manage(self) -> None:
+        """Heartbeat, then converge the held units on this worker's share."""
+        s = self._settings.ownership
+        _, live = await registry.beat(self._redis, self._keys.workers, self.name, s.dead_after_ms)
+        share = assign(len(self._units), live, self.name)
+        held = list(self._held)
+        for position, kept in zip(
+            held, await self._leases.renew(self._lease_keys(held)), strict=True
+        ):
+            if not kept:
+                self._drop(self._units[position], "lost")
+        for position in [p for p in self._held if p not in share]:
+            await self._give_back(position)
+        wanted = sorted(share - set(self._held))
+        taken = await self._leases.acquire(self._lease_keys(wanted))
+        for position, ok in zip(wanted, taken, strict=True):
+            if ok:
+                await self._take(position)
+        metrics.PARTITIONS_OWNED.set(len(self._held))
+
+    def _lease_keys(self, positions: list[int]) -> list[str]:
+        return [self._units[p].lease for p in positions]
+
+    async def _take(self, position: int) -> None:
+        unit = self._units[position]
+        consumer = StreamConsumer(
+            self._redis,
+            unit,
+            self._keys.group,
+            self._settings.consumer,
+            self._leases.token,
+        )
+        if await consumer.ensure_group():
+            if unit.stream in self._groups_seen:
+                metrics.GROUP_RECREATED.inc()
+                log.warning(
+                    "consumer group %s on %s was missing (Redis lost data?); recreated it",
+                    self._keys.group,
+                    unit.stream,
+                )
+            else:
+                log.info("created consumer group %s on %s", self._keys.group, unit.stream)
+        self._groups_seen.add(unit.stream)
+        self._held[position] = consumer
+        self._taking_over.add(position)
+        metrics.LEASE_CHANGES.labels("taken").inc()
+        log.info("worker %s took %s", self.name, unit.name)
+        self._changed.set()
+
+    async def _give_back(self, position: int) -> None:
+        """Hand a unit over: after the batch in hand, without reading it again; its pushes
+        in flight are waited for (bounded), then the lease is released."""
+        async with self._batch_lock:
+            consumer = self._held.pop(position, None)
+            self._taking_over.discard(position)
+        if consumer is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(consumer.settled(), _HANDOVER_WAIT_S)
+        await self._leases.release([consumer.unit.lease])
+        metrics.LEASE_CHANGES.labels("released").inc()
+        log.info("worker %s gave back %s", self.name, consumer.unit.name)
+
+    def _drop(self, unit: Unit, change: str) -> None:
+        position = self._units.index(unit)
+        consumer = self._held.pop(position, None)
+        self._taking_over.discard(position)
+        if consumer is not None:
+            consumer.lost = True
+            metrics.LEASE_CHANGES.labels(change).inc()
+            log.warning("worker %s lost %s (lease gone)", self.name, unit.name)
+
+    async def _leave(self) -> None:
+        """On a clean exit: settle what is in flight, give every unit back, leave."""
+        for position in list(self._held):
+            consumer = self._held.pop(position)
+            await consumer.leave()
+            await self._leases.release([consumer.unit.lease])
+        await self._redis.zrem(self._keys.workers, self.name)
+
+    # --- tests and batch jobs -------------------------------------------------------------
+
+    async def settled(self) -> None:
+        """Until the pushes in flight of every held unit are settled."""
+        for consumer in list(self._held.values()):
+            await consumer.settled()
+
+    async def drain(self, idle_rounds: int = 2) -> None:
+        """A batch job: take this worker's share, process until no held unit has anything
+        new or pending, then give every unit back and leave."""
+        await self.manage()
+        quiet = 0
+        while quiet < idle_rounds:
+            processed = await self.step()
+            pending = 0
+            for consumer in self._held.values():
+                info = await self._redis.xpending(consumer.stream, self._keys.group)
+                pending += int(info["pending"])
+            quiet = quiet + 1 if processed == 0 and pending == 0 else 0
+        await self._leave()
 
     async def _sample(self) -> None:
         stats = await sample(self._redis, self._keys)
@@ -138,13 +371,15 @@ class Worker:
             metrics.STREAM_LAG.set(stats.lag)
 
 
-async def run_worker(settings: WorkerSettings, senders: Mapping[Channel, PushSender]) -> None:
+async def run_worker(
+    settings: WorkerSettings, senders: Mapping[Channel, PushSender], push_concurrency: int
+) -> None:
     redis = connect(
         settings.redis.url,
         client_name=f"streamer-worker-{settings.consumer.worker_id}",
         block_ms=settings.consumer.block_ms,
     )
-    worker = Worker(redis, settings, senders)
+    worker = Worker(redis, settings, senders, push_concurrency)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, worker.stop)
@@ -152,17 +387,15 @@ async def run_worker(settings: WorkerSettings, senders: Mapping[Channel, PushSen
     if settings.metrics.port:
         server = await serve_metrics(settings.metrics.host, settings.metrics.port, worker.health)
     log.info(
-        "worker %s reading %s as group %s",
-        worker.consumer.name,
+        "worker %s: %d partitions + the compatibility stream %s, group %s",
+        worker.name,
+        settings.redis.partitions,
         settings.redis.stream_key,
         settings.redis.consumer_group,
     )
-    background = asyncio.create_task(worker.background())
     try:
         await worker.run()
     finally:
-        worker.stop()  # also when run() raised: the heartbeat must not outlive the loop
-        await background
         for sender in senders.values():
             await sender.close()
         if server is not None:

@@ -4,17 +4,23 @@ checked statically (no container engine or cluster is needed)."""
 from __future__ import annotations
 
 import functools
+import importlib.util
 import re
 import shutil
 import subprocess
 import tomllib
 from fnmatch import fnmatch
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import yaml
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from streamer.cli import build_parser
+from streamer.infra.settings import Env
+from streamer.ops.healthcheck import ADDRESSES, HEALTH_PATH
 from tests.support.metrics import all_metrics
 from tests.support.paths import REPO_ROOT
 
@@ -22,13 +28,13 @@ ROOT = REPO_ROOT
 OPS = ROOT / "ops"
 K8S = OPS / "k8s"
 SECRET_NAME = re.compile(r"SECRET|PASSWORD|PASS$|TOKEN|_URL$")
-BUILD_TOOLS = ("build-essential", "gcc", "g++", "make", "python3-dev", "libc6-dev")
 
 
 def dockerfile_stages() -> list[list[tuple[str, str]]]:
-    """The Dockerfile as stages of (INSTRUCTION, arguments), continuation lines joined."""
+    """The Dockerfile as stages of (INSTRUCTION, arguments), continuation lines joined; the
+    first "stage" holds the global ARGs before the first FROM."""
     text = re.sub(r"\\\n\s*", " ", (ROOT / "Dockerfile").read_text())
-    stages: list[list[tuple[str, str]]] = []
+    stages: list[list[tuple[str, str]]] = [[]]
     for line in text.splitlines():
         if not line.strip() or line.lstrip().startswith("#"):
             continue
@@ -44,28 +50,62 @@ def args_of(stage: list[tuple[str, str]], instruction: str) -> list[str]:
 
 
 def test_dockerfile_is_multi_stage_slim_and_unprivileged() -> None:
-    """Slim Python 3.12 stages; the final one runs as a non-root user without build tools."""
-    stages = dockerfile_stages()
+    """Every stage starts from BASE_IMAGE, by default the slim Python 3.12 image pinned by
+    digest; the final stage runs as a non-root user, only copies built files and has no RUN
+    step (build-time mounts would leave their mount points in it)."""
+    preamble, *stages = dockerfile_stages()
     assert len(stages) >= 2
+    (base,) = [a.split("=", 1)[1] for a in args_of(preamble, "ARG") if a.startswith("BASE_IMAGE=")]
+    assert re.fullmatch(r"python:3\.12-slim-bookworm@sha256:[0-9a-f]{64}", base)
     for stage in stages:
-        assert re.match(r"python:3\.12-slim(-\w+)?( AS \w+)?$", args_of(stage, "FROM")[0])
+        assert re.fullmatch(r"\$\{BASE_IMAGE\}( AS \w+)?", args_of(stage, "FROM")[0])
     final = stages[-1]
     (user,) = args_of(final, "USER")
     assert user.split(":")[0] not in ("root", "0")
-    runs = " ".join(args_of(final, "RUN"))
-    assert not any(tool in runs for tool in BUILD_TOOLS)
-    assert "apt-get install" not in runs
+    assert not args_of(final, "RUN")
     assert all("--from=" in c for c in args_of(final, "COPY")), "final stage copies built files"
 
 
+def test_dockerfile_installs_the_locked_dependency_versions() -> None:
+    """The build stage installs the dependencies with constraints.txt."""
+    build = dockerfile_stages()[1]
+    assert any("constraints.txt" in c for c in args_of(build, "COPY"))
+    assert any("--constraint /stub/constraints.txt" in r for r in args_of(build, "RUN"))
+
+
+def lock_script() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("lock", ROOT / "ops/image/lock.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_constraints_pin_every_runtime_dependency_at_the_tested_version() -> None:
+    """constraints.txt pins exactly the runtime dependencies of streamer (and theirs) at the
+    versions installed here, where the tests run; `just lock` rewrites it."""
+    text = (ROOT / "constraints.txt").read_text()
+    pins = dict(line.split("==") for line in text.splitlines() if not line.startswith("#"))
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    direct = {canonicalize_name(Requirement(r).name) for r in project["dependencies"]}
+    assert direct <= pins.keys(), "run `just lock`"
+    lock = lock_script()
+    assert text == lock.render(lock.runtime_closure()), "run `just lock`"
+
+
 def test_dockerfile_stops_gracefully_and_checks_health() -> None:
-    """STOPSIGNAL SIGTERM, a HEALTHCHECK on /healthz, and `streamer` as the entry point."""
+    """STOPSIGNAL SIGTERM, `streamer` as the entry point, a HEALTHCHECK that runs
+    `streamer healthcheck` (which probes /healthz) and every kind's health port exposed."""
     final = dockerfile_stages()[-1]
     assert args_of(final, "STOPSIGNAL") == ["SIGTERM"]
     (check,) = args_of(final, "HEALTHCHECK")
-    assert "CMD" in check and "/healthz" in check and "HEALTHCHECK_URL" in check
+    assert check.endswith('CMD ["python", "-m", "streamer.ops.healthcheck"]')
+    assert HEALTH_PATH == "/healthz"
     assert args_of(final, "ENTRYPOINT") == ['["streamer"]']
     assert args_of(final, "CMD") == ['["worker"]']
+    env = Env({"JWT_SECRET": "x" * 32})
+    (exposed,) = args_of(final, "EXPOSE")
+    assert {int(p) for p in exposed.split()} == {port(env)[1] for port in ADDRESSES.values()}
 
 
 def test_image_gets_every_file_the_packages_load() -> None:
@@ -73,7 +113,9 @@ def test_image_gets_every_file_the_packages_load() -> None:
     (a non-editable install, as in the image, would lack it otherwise)."""
     ignore = (ROOT / ".dockerignore").read_text().split()
     assert ignore[ignore.index("*") :][:1] == ["*"], "an allow-list"
-    assert {"!pyproject.toml", "!README.md", "!streamer/", "!bridges/"} <= set(ignore)
+    assert {"!pyproject.toml", "!constraints.txt", "!README.md", "!streamer/", "!bridges/"} <= set(
+        ignore
+    )
     package_data = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"][
         "package-data"
     ]

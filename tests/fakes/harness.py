@@ -32,7 +32,7 @@ from tests.fakes.certs import (
 )
 from tests.fakes.fcm import FakeFcm
 from tests.fakes.h2server import ServerThread
-from tests.support.events import KEYS
+from tests.support.events import dead_letters, feedback
 
 App = TypeVar("App", FakeApns, FakeFcm)
 
@@ -130,9 +130,9 @@ def metric(name: str, **labels: str) -> float:
 async def fates(redis: aioredis.Redis) -> dict[str, tuple[str, str]]:
     """Device token -> ("dlq", reason) or ("feedback", reason), from what the worker wrote."""
     seen: dict[str, tuple[str, str]] = {}
-    for _, fields in await redis.xrange(KEYS.dlq):
+    for _, fields in await dead_letters(redis):
         token = json.loads(fields[b"payload"])["device_token"]
         seen[token] = ("dlq", fields[b"reason"].decode())
-    for _, fields in await redis.xrange(KEYS.feedback):
+    for fields in await feedback(redis):
         seen[fields[b"token"].decode()] = ("feedback", fields[b"reason"].decode())
     return seen

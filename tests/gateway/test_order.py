@@ -8,12 +8,11 @@ import pytest
 import redis.asyncio as aioredis
 from websockets.exceptions import ConnectionClosed
 
-from streamer.contract.decode import Event
-from streamer.contract.event import NotificationPayload
 from streamer.gateway.resume import Frame, has_gap
-from streamer.worker.userlog import Appended, InboxDelivery, UserLogWriter
-from tests.support.events import KEYS, worker_settings
+from tests.support.events import KEYS
 from tests.support.gateway import (
+    append_to_log,
+    deliver_to_inbox,
     numbers,
     open_socket,
     publish,
@@ -42,17 +41,10 @@ async def test_overtaking_delivery_is_preceded_by_the_one_it_overtook(
         conn = await open_socket(gateway.port, "dave")
         await publish(redis, redis_server.url, "dave", range(1))
         assert numbers(await receive(conn, 1)) == [0]
-        writer = UserLogWriter(redis, KEYS, worker_settings(redis_server.url).delivery)
-        events = [_event("dave", n) for n in (1, 2)]
-        appended = await writer.append(events)  # type: ignore[arg-type]
-        first, second = (a for a in appended if isinstance(a, Appended))
-        # The worker holding the later event reaches the inbox first.
-        await writer.deliver_to_inboxes(
-            [
-                InboxDelivery.of(gateway.gateway_id, events[1], second),
-                InboxDelivery.of(gateway.gateway_id, events[0], first),
-            ]
-        )
+        first, second = [await append_to_log(redis, "dave", n) for n in (1, 2)]
+        # The worker holding the later event reaches the inbox first (a hand-over).
+        await deliver_to_inbox(redis, gateway.gateway_id, [second])
+        await deliver_to_inbox(redis, gateway.gateway_id, [first])
         frames = await receive(conn, 2)
         assert numbers(frames) == [1, 2]
         assert [f["id"] for f in frames] == [first.log_id, second.log_id]
@@ -71,9 +63,8 @@ async def test_first_live_frame_on_a_fresh_socket_is_gap_checked(
         await _await_owner(redis, "erin", gateway.gateway_id)
         await conn.send('{"type":"ping"}')  # answered once the socket is live, not buffering
         assert json.loads(await conn.recv()) == {"type": "pong"}
-        first, second = await _append_and_deliver_reversed(
-            redis, redis_server, gateway.gateway_id, "erin"
-        )
+        first, second = [await append_to_log(redis, "erin", n) for n in (1, 2)]
+        await deliver_to_inbox(redis, gateway.gateway_id, [second, first])
         frames = await receive(conn, 2)
         assert [f["id"] for f in frames] == [first.log_id, second.log_id]
         await conn.close()
@@ -88,11 +79,9 @@ async def test_unfillable_gap_closes_with_resync(
         conn = await open_socket(gateway.port, "fred")
         await publish(redis, redis_server.url, "fred", range(1))
         assert numbers(await receive(conn, 1)) == [0]
-        writer = UserLogWriter(redis, KEYS, worker_settings(redis_server.url).delivery)
-        events = [_event("fred", n) for n in (1, 2)]
-        first, second = [a for a in await writer.append(events) if isinstance(a, Appended)]
+        first, second = [await append_to_log(redis, "fred", n) for n in (1, 2)]
         await redis.xdel(KEYS.user_log("fred"), first.log_id)  # trimmed before it was sent
-        await writer.deliver_to_inboxes([InboxDelivery.of(gateway.gateway_id, events[1], second)])
+        await deliver_to_inbox(redis, gateway.gateway_id, [second])
         with pytest.raises(ConnectionClosed) as closed:
             await receive(conn, 1)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 1012
@@ -123,23 +112,3 @@ async def _await_owner(redis: aioredis.Redis, user: str, gateway_id: str) -> Non
         return bool(await redis.hexists(KEYS.owners(user), gateway_id))
 
     await eventually(registered, what=f"ownership of {user}")
-
-
-async def _append_and_deliver_reversed(
-    redis: aioredis.Redis, redis_server: RedisServer, gateway_id: str, user: str
-) -> tuple[Appended, Appended]:
-    writer = UserLogWriter(redis, KEYS, worker_settings(redis_server.url).delivery)
-    events = [_event(user, n) for n in (1, 2)]
-    first, second = [a for a in await writer.append(events) if isinstance(a, Appended)]
-    await writer.deliver_to_inboxes(
-        [
-            InboxDelivery.of(gateway_id, events[1], second),
-            InboxDelivery.of(gateway_id, events[0], first),
-        ]
-    )
-    return first, second
-
-
-def _event(user: str, n: int) -> Event:
-    payload = NotificationPayload(user_id=user, event_type="test", data={"n": n})
-    return Event(f"{n}-0", payload, f"manual-{n}")

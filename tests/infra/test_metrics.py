@@ -10,7 +10,7 @@ from tests.support.paths import REPO_ROOT
 ROOT = REPO_ROOT
 NAME = re.compile(
     r"^streamer_(worker|stream|gateway|bridge|push)_[a-z][a-z0-9_]*_"
-    r"(total|seconds|entries|sockets|bytes|ratio)$"
+    r"(total|seconds|entries|sockets|bytes|ratio|partitions)$"
 )
 # Label values must come from small fixed sets. A label for a user, token, event, consumer
 # or gateway id would create one series per value, so none of those may appear here.
@@ -27,6 +27,7 @@ BOUNDED_LABELS = {
     "bridge",
     "peer",
     "provider",
+    "change",
 }
 
 

@@ -87,7 +87,8 @@ def newcomer_env(home: Path, path: str) -> dict[str, str]:
 def prepared_venv() -> None:
     """The suite's virtualenv must be one `just setup` made, or `just up` in the copy would
     reinstall streamer into it from the temporary copy."""
-    digest = hashlib.sha1((REPO_ROOT / "pyproject.toml").read_bytes()).hexdigest()[:12]
+    files = (REPO_ROOT / "pyproject.toml", REPO_ROOT / "constraints.txt")  # as the justfile
+    digest = hashlib.sha1(b"".join(f.read_bytes() for f in files)).hexdigest()[:12]
     stamp = Path(sys.prefix) / f".installed-{digest}"
     assert stamp.exists(), f"run the suite from a virtualenv made by `just setup` ({stamp})"
 

@@ -15,7 +15,7 @@ from streamer.infra.stream_stats import (
     StreamStats,
     count_after,
     dead_letter_reasons,
-    sample,
+    sample_stream,
     server_lag,
 )
 from streamer.ops import status
@@ -68,7 +68,7 @@ async def test_sample_reports_length_lag_pending_and_oldest_age(redis: aioredis.
     """Length, server lag, pending count and oldest pending age come from one sample."""
     await _group_reading(redis, 10, {"c1": 3, "c2": 2})
     await redis.xadd(KEYS.dlq, {"reason": "schema"})
-    stats = await sample(redis, KEYS)
+    stats = await sample_stream(redis, KEYS.stream, KEYS.group, KEYS.dlq)
     assert (stats.length, stats.group_exists, stats.lag, stats.pending) == (10, True, 5, 5)
     assert stats.dlq_length == 1
     assert stats.oldest_pending_age_ms is not None and 0 <= stats.oldest_pending_age_ms < 60_000
@@ -76,7 +76,9 @@ async def test_sample_reports_length_lag_pending_and_oldest_age(redis: aioredis.
 
 async def test_sample_without_group_reports_missing(redis: aioredis.Redis) -> None:
     """No stream, no group: zero length, group missing, no lag, no pending."""
-    assert await sample(redis, KEYS) == StreamStats(0, False, None, 0, None, 0)
+    assert await sample_stream(redis, KEYS.stream, KEYS.group, KEYS.dlq) == StreamStats(
+        0, False, None, 0, None, 0
+    )
 
 
 async def test_lag_is_counted_when_redis_7_answers_nil_after_a_deletion(
@@ -88,14 +90,14 @@ async def test_lag_is_counted_when_redis_7_answers_nil_after_a_deletion(
     await redis.xdel(STREAM, last)
     groups = await redis.xinfo_groups(STREAM)
     assert server_lag(groups[0]) is None, "this Redis computes lag after XDEL; test is moot"
-    assert (await sample(redis, KEYS)).lag == 499
+    assert (await sample_stream(redis, KEYS.stream, KEYS.group, KEYS.dlq)).lag == 499
 
 
 async def test_lag_fallback_on_redis_6_2_matches_the_server_lag(redis: aioredis.Redis) -> None:
     """Without a lag field (6.2) the computed lag equals what Redis 7 reports."""
     await _group_reading(redis, 700, {"c1": 150})
-    server = (await sample(redis, KEYS)).lag
-    computed = (await sample(WithoutServerLag(redis), KEYS)).lag  # type: ignore[arg-type]
+    server = (await sample_stream(redis, KEYS.stream, KEYS.group, KEYS.dlq)).lag
+    computed = (await sample_stream(WithoutServerLag(redis), KEYS.stream, KEYS.group, KEYS.dlq)).lag  # type: ignore[arg-type]
     assert server == computed == 550
 
 

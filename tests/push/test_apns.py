@@ -17,7 +17,7 @@ from streamer.push.settings import PushSettings
 from tests.fakes.apns import FakeApns
 from tests.fakes.certs import PushCredentials
 from tests.fakes.harness import Fake, fates, metric, push_env, push_event, push_worker, token
-from tests.support.events import add_events, pending_count
+from tests.support.events import add_events, feedback, pending_count
 from tests.support.servers import RedisServer
 
 pytest_plugins = ["tests.fakes.plugin"]
@@ -65,8 +65,8 @@ async def test_each_apns_outcome_class_ends_in_the_right_state(
     assert app.accepted[tokens["ok"]] == 1 and app.accepted[tokens["flaky"]] == 1
     assert app.attempts[tokens["flaky"]] == 2 and app.attempts[tokens["unavail"]] == 2
     assert await pending_count(redis) == 0
-    feedback = {f[b"token"].decode(): f for _, f in await redis.xrange(b"notify:feedback")}
-    gone = feedback[tokens["gone"]]
+    records = {f[b"token"].decode(): f for f in await feedback(redis)}
+    gone = records[tokens["gone"]]
     assert gone[b"user_id"] == b"u3" and gone[b"device_type"] == b"ios"
     assert b"unregistered at" in gone[b"detail"] and int(gone[b"time_ms"]) > 0
 

@@ -137,11 +137,11 @@ async def test_retry_after_delays_the_next_attempt(
 ) -> None:
     """QUOTA_EXCEEDED with Retry-After: 20 reschedules the entry no sooner than 20 s."""
     fake_fcm.app.retry_after = "20"
-    await add_events(redis, [push_event(token("busy"), ["push_android"])])
+    await add_events(redis, [push_event(token("busy"), ["push_android"])], direct=True)
     env = push_env(redis_server.url, push_credentials, fcm=fake_fcm, CLAIM_IDLE_MS="60000")
 
     async def idle_ms() -> int:
-        rows = await redis.xpending_range(KEYS.stream, KEYS.group, "-", "+", 1)
+        rows = await redis.xpending_range(KEYS.ingress("u0"), KEYS.group, "-", "+", 1)
         return int(rows[0]["time_since_delivered"]) if rows else 0
 
     async def rescheduled() -> bool:
@@ -149,10 +149,10 @@ async def test_retry_after_delays_the_next_attempt(
 
     try:
         async with push_worker(redis, env) as worker:
-            await worker.consumer.ensure_group()
+            await worker.manage()
             assert await worker.step() == 1
             await eventually(rescheduled, what="the entry's idle time to be backdated")
-            await worker.consumer.settled()
+            await worker.settled()
     finally:
         fake_fcm.app.retry_after = "1"
     # Reclaimed once idle reaches CLAIM_IDLE_MS (60 s): 20 s from now, not the ~1 s backoff.

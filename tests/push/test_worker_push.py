@@ -10,7 +10,15 @@ from tests.fakes.apns import FakeApns
 from tests.fakes.certs import PushCredentials
 from tests.fakes.fcm import FakeFcm
 from tests.fakes.harness import Fake, metric, push_env, push_event, push_worker, token
-from tests.support.events import KEYS, add_events, payload, pending_count, user_log_numbers
+from tests.support.events import (
+    KEYS,
+    add_events,
+    dead_letters,
+    entries_read,
+    payload,
+    pending_count,
+    user_log_numbers,
+)
 from tests.support.polling import eventually
 from tests.support.servers import RedisServer
 
@@ -43,7 +51,7 @@ async def test_push_accepted_once_is_not_resent_when_the_entry_is_retried(
     assert (
         metric("streamer_push_sent_total", provider="apns", outcome="already_done") == skipped + 1
     )
-    assert await pending_count(redis) == 0 and await redis.xlen(KEYS.dlq) == 0
+    assert await pending_count(redis) == 0 and await dead_letters(redis) == []
 
 
 async def test_entry_redelivered_after_a_crash_is_not_pushed_again(
@@ -56,15 +64,19 @@ async def test_entry_redelivered_after_a_crash_is_not_pushed_again(
     """Entries delivered again (as after a crash before XACK) find their markers and skip."""
     ios, android = token("ok"), token("ok")
     await add_events(
-        redis, [push_event(ios, ["push_ios"], 1), push_event(android, ["push_android"], 2)]
+        redis,
+        [push_event(ios, ["push_ios"], 1), push_event(android, ["push_android"], 2)],
+        direct=True,
     )
     env = push_env(redis_server.url, push_credentials, fake_apns, fake_fcm)
     async with push_worker(redis, env) as worker:
         await worker.drain()
-        await redis.xgroup_setid(KEYS.stream, KEYS.group, "0")  # deliver everything again
+        for user in ("u1", "u2"):  # deliver everything again
+            await redis.xgroup_setid(KEYS.ingress(user), KEYS.group, "0")
         await worker.drain()
     assert fake_apns.app.attempts[ios] == 1 and fake_fcm.app.attempts[android] == 1
-    marker = KEYS.push_marker("u1", (await redis.xrange(KEYS.stream))[0][0].decode(), "push_ios")
+    first = (await redis.xrange(KEYS.ingress("u1")))[0][0].decode()
+    marker = KEYS.push_marker("u1", first, "push_ios")
     assert 0 < await redis.ttl(marker) <= 3600
     assert await pending_count(redis) == 0
 
@@ -83,15 +95,15 @@ async def test_other_channels_keep_flowing_while_one_provider_is_slow(
     events = [push_event(slow, ["push_ios"], 0)]
     for n, device in enumerate(fcm_tokens, start=1):
         events += [payload("ws", n), push_event(device, ["push_android"], n)]
-    await add_events(redis, events)
+    await add_events(redis, events, direct=True)
     # The held push must not time out meanwhile: only detaching can let the others through.
     env = push_env(redis_server.url, push_credentials, fake_apns, fake_fcm, PUSH_TIMEOUT_S="60")
 
     async def only_the_slow_one_pending() -> bool:
-        return await pending_count(redis) == 1 and await redis.xlen(KEYS.stream) == len(events)
+        return await pending_count(redis) == 1 and await entries_read(redis) == len(events)
 
     async with push_worker(redis, env) as worker:
-        await worker.consumer.ensure_group()
+        await worker.manage()
         running = asyncio.create_task(worker.run())
         try:
             await eventually(

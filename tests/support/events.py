@@ -26,14 +26,28 @@ def payload(user: str, n: int, **extra: Any) -> bytes:
     return json.dumps(body).encode()
 
 
-async def add_events(redis: aioredis.Redis, payloads: list[bytes], batch: int = 1000) -> list[str]:
+async def add_events(
+    redis: aioredis.Redis, payloads: list[bytes], batch: int = 1000, *, direct: bool = False
+) -> list[str]:
+    """XADD each payload to the compatibility stream (as an unchanged producer does), or with
+    ``direct`` to its user's partition stream (as streamer.producer does)."""
     ids: list[str] = []
     for start in range(0, len(payloads), batch):
         pipe = redis.pipeline(transaction=False)
         for raw in payloads[start : start + batch]:
-            pipe.xadd(KEYS.stream, {"payload": raw})
+            stream = KEYS.ingress(json.loads(raw)["user_id"]) if direct else KEYS.stream
+            pipe.xadd(stream, {"payload": raw})
         ids.extend(i.decode() for i in await pipe.execute())
     return ids
+
+
+def ingress_streams(keys: Keys = KEYS) -> list[str]:
+    """Every ingress stream: the partitions, then the compatibility stream."""
+    return [p.stream for p in keys.partitions] + [keys.stream]
+
+
+def dead_letter_streams(keys: Keys = KEYS) -> list[str]:
+    return [p.dlq for p in keys.partitions] + [keys.dlq]
 
 
 async def user_log_numbers(redis: aioredis.Redis, user: str) -> list[int]:
@@ -42,9 +56,40 @@ async def user_log_numbers(redis: aioredis.Redis, user: str) -> list[int]:
     return [json.loads(fields[b"content"])["n"] for _, fields in entries]
 
 
+async def dead_letters(redis: aioredis.Redis) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """Every dead letter of every DLQ (the partitions', then the compatibility stream's)."""
+    entries = []
+    for dlq in dead_letter_streams():
+        entries += await redis.xrange(dlq)
+    return entries
+
+
 async def dlq_reasons(redis: aioredis.Redis) -> list[str]:
-    return [f[b"reason"].decode() for _, f in await redis.xrange(KEYS.dlq)]
+    return [f[b"reason"].decode() for _, f in await dead_letters(redis)]
+
+
+async def feedback(redis: aioredis.Redis) -> list[dict[bytes, bytes]]:
+    """Every dead-token record, of every partition."""
+    records = []
+    for part in KEYS.partitions:
+        records += [fields for _, fields in await redis.xrange(part.feedback)]
+    return records
 
 
 async def pending_count(redis: aioredis.Redis) -> int:
-    return int((await redis.xpending(KEYS.stream, KEYS.group))["pending"])
+    """Entries read and not yet acked, over every ingress stream."""
+    total = 0
+    for stream in ingress_streams():
+        if await redis.exists(stream):
+            groups = await redis.xinfo_groups(stream)
+            total += sum(int(g["pending"]) for g in groups)
+    return total
+
+
+async def entries_read(redis: aioredis.Redis) -> int:
+    """Entries the consumer groups have read, over every ingress stream."""
+    total = 0
+    for stream in ingress_streams():
+        if await redis.exists(stream):
+            total += sum(int(g["entries-read"] or 0) for g in await redis.xinfo_groups(stream))
+    return total

@@ -7,6 +7,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,8 @@ import jwt
 import redis.asyncio as aioredis
 from websockets.asyncio.client import ClientConnection, connect
 
+from streamer.contract.inbox import BATCH_FIELD, USER, Delivery, encode_batch
+from streamer.contract.websocket import event_frame
 from streamer.gateway.server import Gateway
 from streamer.gateway.settings import GatewaySettings
 from streamer.infra.settings import Env
@@ -149,3 +152,42 @@ class GatewayProcess(StreamerProcess):
             self.kill()
             raise
         return self
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    user: str
+    n: int
+    log_id: str
+    prev_id: str
+
+
+async def append_to_log(redis: aioredis.Redis, user: str, n: int) -> LogEntry:
+    """Append an event to a user's log as a worker would (data {"n": n}), without a worker."""
+    log = KEYS.user_log(user)
+    newest = await redis.xrevrange(log, count=1)
+    prev = newest[0][0].decode() if newest else ""
+    fields = {
+        "type": "test",
+        "content": json.dumps({"n": n}),
+        "event": f"manual-{n}",
+        "source": "0-1",
+    }
+    log_id = (await redis.xadd(log, fields)).decode()  # type: ignore[arg-type]
+    return LogEntry(user, n, log_id, prev)
+
+
+async def deliver_to_inbox(redis: aioredis.Redis, gateway_id: str, entries: list[LogEntry]) -> None:
+    """One inbox entry holding these deliveries, in this order, as a worker writes it."""
+    batch = [
+        Delivery(
+            USER,
+            e.user,
+            e.log_id,
+            e.prev_id,
+            int(time.time() * 1000),
+            event_frame(e.log_id, "test", json.dumps({"n": e.n}).encode()),
+        )
+        for e in entries
+    ]
+    await redis.xadd(KEYS.inbox(gateway_id), {BATCH_FIELD: encode_batch(batch)})

@@ -52,11 +52,15 @@ def isolated(redis_url: str) -> tuple[dict[str, str], Keys]:
 
 
 def add_events(url: str, keys: Keys, payloads: list[dict[str, object] | bytes]) -> None:
+    """XADD each event to its user's partition stream (as streamer.producer does); raw bytes
+    (poison) go to the first partition."""
     client = sync_redis.Redis.from_url(url)
     pipe = client.pipeline(transaction=False)
     for body in payloads:
-        raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-        pipe.xadd(keys.stream, {"payload": raw})
+        if isinstance(body, bytes):
+            pipe.xadd(keys.partitions[0].stream, {"payload": body})
+        else:
+            pipe.xadd(keys.ingress(str(body["user_id"])), {"payload": json.dumps(body).encode()})
     pipe.execute()
     client.close()
 

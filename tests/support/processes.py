@@ -88,10 +88,12 @@ class StreamerProcess:
             self.process.kill()
         return self.process.wait()
 
-    def output(self, tail: int = 4000) -> str:
+    def output(self, tail: int | None = None) -> str:
+        """What the process wrote, or its last ``tail`` characters."""
         if not self.log_path.exists():
             return ""
-        return self.log_path.read_text(errors="replace")[-tail:]
+        text = self.log_path.read_text(errors="replace")
+        return text if tail is None else text[-tail:]
 
     def wait_healthy(self, port: int, path: str = "/healthz", timeout: float = 20.0) -> None:
         """Until ``path`` on ``port`` answers 200; a child that exits first fails at once."""
@@ -100,7 +102,7 @@ class StreamerProcess:
             if not self.running():
                 raise AssertionError(
                     f"{' '.join(self.argv[2:])} exited with {self.process.returncode}\n"
-                    f"--- {self.log_path.name} ---\n{self.output()}"
+                    f"--- {self.log_path.name} ---\n{self.output(4000)}"
                 )
             return http_get(port, path, timeout=1)[0] == 200
 
@@ -109,7 +111,9 @@ class StreamerProcess:
         except AssertionError as exc:
             if "exited with" in str(exc):
                 raise
-            raise AssertionError(f"{exc}\n--- {self.log_path.name} ---\n{self.output()}") from None
+            raise AssertionError(
+                f"{exc}\n--- {self.log_path.name} ---\n{self.output(4000)}"
+            ) from None
 
 
 def start_streamer(args: list[str], env: dict[str, str], log_path: Path) -> StreamerProcess:

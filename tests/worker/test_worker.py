@@ -8,13 +8,17 @@ import time
 
 import redis.asyncio as aioredis
 
+from streamer.contract.inbox import BATCH_FIELD, decode_batch
 from streamer.core.policy import ChannelResult, Outcome
 from streamer.push.base import PushRequest
 from streamer.worker.main import Worker
+from tests.fakes.harness import metric
 from tests.support.events import (
     KEYS,
     add_events,
+    dead_letters,
     dlq_reasons,
+    entries_read,
     payload,
     pending_count,
     user_log_numbers,
@@ -49,7 +53,7 @@ async def test_valid_events_land_once_and_poison_is_dead_lettered(
     for user in range(50):
         assert await user_log_numbers(redis, f"u{user}") == list(range(user, 2000, 50))
     assert sorted(await dlq_reasons(redis)) == sorted(POISON)
-    dead = await redis.xrange(KEYS.dlq)
+    dead = await dead_letters(redis)
     assert all(f[b"source_id"] and f[b"error"] for _, f in dead)
     assert await pending_count(redis) == 0
 
@@ -67,11 +71,14 @@ async def test_redelivered_event_is_not_appended_twice(
 async def test_user_log_is_bounded_and_expires(
     redis: aioredis.Redis, redis_server: RedisServer
 ) -> None:
-    """The user log keeps USER_HISTORY_SIZE entries and carries the idle TTL."""
-    await add_events(redis, [payload("u1", n) for n in range(30)])
-    settings = worker_settings(redis_server.url, USER_HISTORY_SIZE="10", USER_HISTORY_TTL_S="500")
+    """The user log keeps the newest USER_HISTORY_SIZE entries or a little more (trimming is
+    approximate: whole stream nodes of 100 entries) and carries the idle TTL."""
+    await add_events(redis, [payload("u1", n) for n in range(450)])
+    settings = worker_settings(redis_server.url, USER_HISTORY_SIZE="120", USER_HISTORY_TTL_S="500")
     await Worker(redis, settings).drain()
-    assert await user_log_numbers(redis, "u1") == list(range(20, 30))
+    kept = await user_log_numbers(redis, "u1")
+    assert 120 <= len(kept) <= 220
+    assert kept == list(range(450 - len(kept), 450))
     assert 0 < await redis.ttl(KEYS.user_log("u1")) <= 500
 
 
@@ -89,10 +96,12 @@ async def test_live_gateway_inbox_gets_deliveries_and_dead_owner_is_cleaned(
     await Worker(redis, worker_settings(redis_server.url)).drain()
     inbox = await redis.xrange(KEYS.inbox("gw-live"))
     assert len(inbox) == 1
-    fields = inbox[0][1]
-    log_id = (await redis.xrange(KEYS.user_log("u1")))[0][0]
-    assert fields[b"uid"] == b"u1" and fields[b"id"] == log_id
-    assert json.loads(fields[b"content"]) == {"n": 1}
+    batch = decode_batch(inbox[0][1][BATCH_FIELD])
+    log_id = (await redis.xrange(KEYS.user_log("u1")))[0][0].decode()
+    assert batch is not None and len(batch) == 1
+    (delivery,) = batch
+    assert (delivery.kind, delivery.target, delivery.id) == ("u", "u1", log_id)
+    assert json.loads(delivery.frame) == {"id": log_id, "type": "test", "content": {"n": 1}}
     assert await redis.exists(KEYS.inbox("gw-dead")) == 0
     assert await redis.hkeys(KEYS.owners("u1")) == [b"gw-live"]
     assert 0 < await redis.ttl(KEYS.inbox("gw-live")) <= 86_400
@@ -130,7 +139,7 @@ async def test_transient_failure_is_retried_then_acked(
     await Worker(redis, settings, {"push_ios": sender}).drain()  # type: ignore[dict-item]
     assert sender.calls == 3
     assert await pending_count(redis) == 0
-    assert await redis.xlen(KEYS.dlq) == 0
+    assert await dead_letters(redis) == []
     assert await user_log_numbers(redis, "u1") == [1]
 
 
@@ -145,7 +154,7 @@ async def test_persistent_failure_ends_in_dlq_after_max_deliveries(
     )
     await Worker(redis, settings, {"push_ios": sender}).drain()  # type: ignore[dict-item]
     assert sender.calls == 3
-    dead = await redis.xrange(KEYS.dlq)
+    dead = await dead_letters(redis)
     assert [f[b"reason"] for _, f in dead] == [b"max_deliveries"]
     assert dead[0][1][b"deliveries"] == b"3"
     assert await pending_count(redis) == 0
@@ -160,22 +169,34 @@ async def test_push_disabled_is_skipped_and_acked(
     )
     await Worker(redis, worker_settings(redis_server.url)).drain()
     assert await user_log_numbers(redis, "u1") == [1]
-    assert await pending_count(redis) == 0 and await redis.xlen(KEYS.dlq) == 0
+    assert await pending_count(redis) == 0 and await dead_letters(redis) == []
 
 
 async def test_group_is_recreated_after_flushall(
     redis: aioredis.Redis, redis_server: RedisServer
 ) -> None:
-    """After Redis loses everything, the worker recreates the group and keeps delivering."""
-    worker = Worker(redis, worker_settings(redis_server.url))
+    """After Redis loses everything (groups and leases), a running worker recreates the
+    groups, takes its partitions again and keeps delivering."""
+    settings = worker_settings(
+        redis_server.url, WORKER_HEARTBEAT_MS="50", WORKER_LEASE_TTL_MS="500"
+    )
+    worker = Worker(redis, settings)
+    task = asyncio.create_task(worker.run())
     await add_events(redis, [payload("u1", 1)])
-    await worker.drain()
+    await eventually(lambda: _logged(redis, [1]), what="the first event delivered")
+    recreated = metric("streamer_worker_group_recreated_total")
     await redis.flushall()
-    assert await worker.step() == 0  # NOGROUP: recreated
+    await eventually(lambda: redis.exists(KEYS.stream), what="the groups recreated")
     assert await redis.xinfo_groups(KEYS.stream)
     await add_events(redis, [payload("u1", 2)])
-    await worker.drain()
-    assert await user_log_numbers(redis, "u1") == [2]
+    await eventually(lambda: _logged(redis, [2]), what="delivery after the loss")
+    worker.stop()
+    await task
+    assert metric("streamer_worker_group_recreated_total") > recreated
+
+
+async def _logged(redis: aioredis.Redis, numbers: list[int]) -> bool:
+    return await user_log_numbers(redis, "u1") == numbers
 
 
 async def test_trimmed_pending_entries_are_acked(
@@ -211,10 +232,14 @@ async def test_delivery_counts_are_exact_despite_other_pending_entries(
             justid=True,
         )
     settings = worker_settings(redis_server.url, CLAIM_IDLE_MS="60000", MAX_DELIVERIES="5")
-    assert await Worker(redis, settings).step() == 2
-    dead = await redis.xrange(KEYS.dlq)
+    worker = Worker(redis, settings)
+    await worker.manage()  # takes every unit; the compatibility stream's pending come first
+    assert await worker.step() == 100
+    dead = await dead_letters(redis)
     assert sorted(f[b"source_id"].decode() for _, f in dead) == sorted([ids[0], ids[-1]])
     assert {f[b"reason"] for _, f in dead} == {b"max_deliveries"}
+    await worker.drain()
+    assert await user_log_numbers(redis, "u1") == list(range(1, 99))
 
 
 async def test_redis_errors_are_survived_and_reported_by_health(
@@ -224,7 +249,7 @@ async def test_redis_errors_are_survived_and_reported_by_health(
     dead-letters the entry it could not, delivers the next one and stops cleanly."""
     settings = worker_settings(redis_server.url, HEALTH_THRESHOLD_S="0.1")
     worker = Worker(redis, settings)
-    await worker.consumer.ensure_group()
+    await worker.manage()  # holds every unit, their groups exist
     await redis.config_set("maxmemory-policy", "noeviction")
     await redis.xadd(KEYS.stream, {"payload": b"{broken"})
     await redis.config_set("maxmemory", "1")
@@ -269,39 +294,34 @@ class GatedSender:
 async def test_entries_waiting_for_push_capacity_are_not_pushed_twice(
     redis: aioredis.Redis, redis_server: RedisServer
 ) -> None:
-    """With pushes slower than the claim timeout and more entries than push slots, a worker
-    reads only what it has room for, so another worker never reclaims and re-pushes them."""
+    """With pushes slower than the claim timeout and more entries than push slots, the worker
+    reads only what it has room for and keeps what it holds from being reclaimed: nothing is
+    pushed twice."""
     sender = GatedSender()
     await add_events(
         redis,
         [payload("u1", n, target_channels=["push_ios"], device_token="t" * 64) for n in range(40)],
     )
-    workers = [
-        Worker(
-            redis,
-            worker_settings(
-                redis_server.url, WORKER_ID=f"w{n}", READ_COUNT="40", CLAIM_IDLE_MS="150"
-            ),
-            {"push_ios": sender},  # type: ignore[dict-item]
-            push_concurrency=1,  # 16 entries in flight per worker at most
-        )
-        for n in range(2)
-    ]
-    tasks = [asyncio.create_task(w.run()) for w in workers]
-    await eventually(
-        lambda: sum(sender.calls.values()) >= 32, what="both workers holding full sets"
+    worker = Worker(
+        redis,
+        worker_settings(redis_server.url, READ_COUNT="40", CLAIM_IDLE_MS="150"),
+        {"push_ios": sender},  # type: ignore[dict-item]
+        push_concurrency=1,  # 16 entries in flight at most
     )
+    task = asyncio.create_task(worker.run())
+    await eventually(lambda: sum(sender.calls.values()) >= 16, what="a full set in flight")
     # Let several claim timeouts pass while every push is stuck: nothing may be reclaimed.
     await asyncio.sleep(0.6)
+    assert sum(sender.calls.values()) == 16
     sender.gate.set()
     await eventually(lambda: _all_acked(redis, 40), what="every entry acked")
-    for worker in workers:
-        worker.stop()
-    await asyncio.gather(*tasks)
+    worker.stop()
+    await task
     assert sorted(sender.calls.values()) == [1] * 40
-    assert await redis.xlen(KEYS.dlq) == 0
+    assert await dead_letters(redis) == []
 
 
 async def _all_acked(redis: aioredis.Redis, total: int) -> bool:
-    group = (await redis.xinfo_groups(KEYS.stream))[0]
-    return int(group["entries-read"] or 0) >= total and int(group["pending"]) == 0
+    """Every entry read from the partitions (after routing) and none pending anywhere."""
+    partitions_read = await entries_read(redis) - await redis.xlen(KEYS.stream)
+    return partitions_read >= total and await pending_count(redis) == 0
