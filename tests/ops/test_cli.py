@@ -300,3 +300,16 @@ def test_broker_down_is_one_warning_per_retry(redis_server: RedisServer, tmp_pat
     retries = [line for line in lines if "reconnecting in" in line]
     assert all(" WARNING bridges.rabbitmq: " in line for line in retries)
     assert not [line for line in lines if "pika" in line or "Traceback" in line], lines
+
+
+def test_publish_checks_payloads_against_max_payload_bytes() -> None:
+    """`publish` refuses what the workers would dead-letter as too large: it reads the same
+    MAX_PAYLOAD_BYTES (no hard-coded 64 KiB), before connecting."""
+    data = json.dumps({"text": "x" * 200})
+    args = ("publish", "--user", "u", "--type", "t", "--data", data)
+    refused = streamer(*args, MAX_PAYLOAD_BYTES="100")
+    assert refused.returncode == EXIT_BAD_INPUT
+    assert "not a valid event (too_large)" in one_line(refused)
+    accepted = streamer(*args, MAX_PAYLOAD_BYTES="100000")
+    assert accepted.returncode == EXIT_FAILED  # valid: it got as far as the (absent) Redis
+    assert "cannot reach Redis" in one_line(accepted)
