@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from streamer.infra.errors import StartupError
+from streamer.infra.logs import redact
 from streamer.infra.settings import WORKER_METRICS_PORT, Env
 from streamer.ops import stack
 from streamer.ops.arguments import positive_int
@@ -136,7 +137,7 @@ def handle(args: argparse.Namespace) -> int:
 
 def _start_redis(env: Env, directory: Path) -> EmbeddedRedis | None:
     if env.optional("REDIS_URL") is not None:
-        print(f"using REDIS_URL {env.redis_url()}", flush=True)
+        print(f"using REDIS_URL {redact(env.redis_url())}", flush=True)
         return None
     redis = EmbeddedRedis(
         directory / "redis", port=env.int("EMBEDDED_REDIS_PORT", 0, maximum=65535) or None
