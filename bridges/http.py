@@ -1,4 +1,4 @@
-"""/metrics and /healthz for the bridges, served from a daemon thread.
+"""/metrics and the probes (/livez, /readyz, /healthz) of the bridges, from a daemon thread.
 
 The bridges block on pika / redis-py in the main thread, so the asyncio endpoint of the
 worker cannot run there. Responses are the same bytes (``streamer.infra.http.render``).
@@ -10,7 +10,7 @@ import contextlib
 import socketserver
 import threading
 
-from streamer.infra.http import HealthCheck, render
+from streamer.infra.http import HealthCheck, bind_error, parse_request_line, render
 
 _MAX_HEAD_BYTES = 8192
 
@@ -33,14 +33,16 @@ class _Handler(socketserver.StreamRequestHandler):
             request_line = self.rfile.readline(_MAX_HEAD_BYTES)
             while self.rfile.readline(_MAX_HEAD_BYTES) not in (b"\r\n", b"\n", b""):
                 pass  # headers are not needed
-            parts = request_line.split(b" ", 2)
-            path = parts[1].decode("ascii", "replace") if len(parts) > 1 else "/"
-            self.wfile.write(render(path.split("?", 1)[0], self.server.health))
+            method, path = parse_request_line(request_line.rstrip(b"\r\n") + b"\r\n")
+            self.wfile.write(render(path, self.server.health, method))
 
 
 class MetricsServer:
     def __init__(self, host: str, port: int, health: HealthCheck) -> None:
-        self._server = _Server((host, port), health)
+        try:
+            self._server = _Server((host, port), health)
+        except OSError as exc:
+            raise bind_error("METRICS_PORT", host, port, exc) from None
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="metrics-http", daemon=True
         )

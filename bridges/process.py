@@ -52,8 +52,10 @@ def run_pubsub(settings: PubSubSettings) -> int:
 
 def _run(bridge: Bridge, common: BridgeCommon) -> int:
     setup_logging(common.log)
-    # pika logs every connection state change at INFO; our own lines say what matters.
-    logging.getLogger("pika").setLevel(max(logging.WARNING, logging.getLogger().level))
+    # pika logs each failed connection attempt as ~7 ERROR lines and a traceback; the bridge
+    # logs one warning per retry itself, so pika speaks only at LOG_LEVEL=debug.
+    quiet = logging.DEBUG if common.log.level == "debug" else logging.CRITICAL
+    logging.getLogger("pika").setLevel(quiet)
     _on_signals(bridge.stop)
     server = None
     if common.metrics.port:

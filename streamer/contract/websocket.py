@@ -5,12 +5,15 @@ server's frames, the client's frames and the close codes. The browser client
 (``streamer/static/notify-client.js``) repeats the constants a client needs; a test checks
 that the two agree.
 
-    URL      ws(s)://HOST/ws/{user_id}?token=JWT&last_event_id=ID
+    URL      ws(s)://HOST/ws/{user_id}?token=JWT&last_event_id=ID   (resume after ID)
+             ws(s)://HOST/ws/{user_id}?token=JWT&history=N          (first open: the newest
+             N log entries, 1 <= N <= WS_MAX_REPLAY; ignored with last_event_id)
     token    Authorization: Bearer JWT, ?token=JWT, or the subprotocol "bearer.JWT"
     server   {"id": "<log id>", "type": "<event type>", "content": {...}}   an event
              the same with "topic": "<name>" for a topic's event ("id" is then the
              topic log's id), and {"type", "broadcast": true, "content"} for a broadcast
              {"type": "_recovery", "recovered": bool, "replayed": n}         after a resume
+                                   or after the history (then recovered is true)
              {"type": "pong"}                                               after a ping
     client   {"type": "ping"}, {"type": "resume", "last_event_id": "<id>"}; anything else
              is ignored
@@ -57,11 +60,22 @@ def close_code_label(code: int) -> str:
 
 @dataclass(frozen=True, slots=True)
 class SocketRequest:
-    """What a ``/ws/{user_id}`` request asks for."""
+    """What a ``/ws/{user_id}`` request asks for. ``history`` is the raw ``?history=`` value
+    (the gateway checks it against WS_MAX_REPLAY: see ``parse_history``)."""
 
     user_id: str
     token: str | None
     last_event_id: str | None
+    history: str | None = None
+
+
+def parse_history(text: str | None, max_replay: int) -> int | None:
+    """``?history=N`` as a count: None when absent; ValueError unless 1 <= N <= max_replay."""
+    if text is None:
+        return None
+    if not text.isdigit() or not 1 <= int(text) <= max_replay:
+        raise ValueError(f"history must be an integer from 1 to {max_replay}")
+    return int(text)
 
 
 def parse_socket_path(target: str) -> SocketRequest | None:
@@ -74,7 +88,9 @@ def parse_socket_path(target: str) -> SocketRequest | None:
     if not valid_user_id(user_id):
         return None
     query = parse_qs(parts.query)
-    return SocketRequest(user_id, _first(query, "token"), _first(query, "last_event_id"))
+    return SocketRequest(
+        user_id, _first(query, "token"), _first(query, "last_event_id"), _first(query, "history")
+    )
 
 
 def route_path(target: str) -> str:

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import logging
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -29,6 +31,7 @@ from streamer.contract.websocket import (
     CloseCode,
     close_code_label,
     event_frame,
+    parse_history,
     parse_socket_path,
     route_path,
 )
@@ -46,10 +49,13 @@ from streamer.gateway.resume import Frame
 from streamer.gateway.session import Hub, Session
 from streamer.gateway.settings import GatewaySettings
 from streamer.infra import metrics
+from streamer.infra.http import bind_error, serve_metrics
+from streamer.infra.logs import redact
 from streamer.infra.redis import REDIS_ERRORS, connect
 
 log = logging.getLogger(__name__)
 
+_HTTP_BAD_REQUEST = 400
 _HTTP_TOO_MANY = 429
 _HTTP_UNAVAILABLE = 503
 # The send-buffer bound is enforced by Session before each send; websockets' own flow
@@ -61,6 +67,7 @@ _NEVER_PAUSE_WRITES = (1 << 31) - 1  # uvloop takes a C int
 class _Admission:
     granted: Granted
     last_event_id: str | None
+    history: int | None = None
 
 
 class Gateway:
@@ -81,7 +88,8 @@ class Gateway:
         )
         self._replay_slots = asyncio.Semaphore(settings.replay_concurrency)
         self._admissions: dict[ServerConnection, _Admission] = {}
-        self._sessions: dict[ServerConnection, tuple[Session, str | None]] = {}
+        self._sessions: dict[ServerConnection, tuple[Session, str | None, int | None]] = {}
+        self._refusals = http.RefusalLog()
         self._tasks: list[asyncio.Task[None]] = []
         self._server: Server | None = None
         self._stopping = asyncio.Event()
@@ -202,10 +210,12 @@ class Gateway:
 
     async def _process_request(self, conn: ServerConnection, request: Request) -> Response | None:
         path = route_path(request.path)
-        if path == "/healthz":
-            return http.health(*self.health())
+        if path in ("/livez", "/readyz", "/healthz"):
+            return http.health(*self._probe(path))
         if path == "/metrics":
             return http.metrics()
+        if path.startswith(http.AUTH_CHECK):
+            return self._auth_check(request)
         static = http.static(path, self._settings.demo_mode)
         if static is not None:
             return static
@@ -222,10 +232,43 @@ class Gateway:
         verdict = self._verifier.verify(credentials, target.user_id)
         if isinstance(verdict, Denied):
             return self._reject(verdict.status, verdict.reason)
+        try:
+            history = parse_history(target.history, self._settings.sockets.max_replay)
+        except ValueError as exc:
+            self._reject(_HTTP_BAD_REQUEST, "bad_history")
+            return http.text(_HTTP_BAD_REQUEST, str(exc))
         if self.hub.count(target.user_id) >= self._settings.sockets.max_sockets_per_user:
             return self._reject(_HTTP_TOO_MANY, "too_many_sockets")
-        self._admissions[conn] = _Admission(verdict, target.last_event_id)
+        self._admissions[conn] = _Admission(verdict, target.last_event_id, history)
         return None
+
+    def _probe(self, path: str) -> tuple[bool, str]:
+        """/livez: answering is the proof; /readyz: heartbeating now and not stopping;
+        /healthz: as before (fails once the heartbeat is older than GATEWAY_DEAD_AFTER_MS)."""
+        if path == "/livez":
+            return True, "ok"
+        if path == "/healthz":
+            return self.health()
+        beat_age_ms = (time.monotonic() - self._last_beat) * 1000
+        return http.readiness(
+            self.health(), self._stopping.is_set(), beat_age_ms, self._settings.heartbeat_ms
+        )
+
+    def _auth_check(self, request: Request) -> Response:
+        """``GET /auth-check/{user_id}?token=JWT``: the status a handshake with this token
+        would get from authentication (200, 401 or 403), for browsers, which cannot read a
+        refused handshake's status."""
+        target = http.auth_check_target(request.path)
+        origin = request.headers.get("Origin")
+        allowed = origin_allowed(origin, self._settings.auth.allowed_origins)
+        if target is None:
+            return http.auth_answer(404, origin if allowed else None)
+        credentials = find_credentials(
+            request.headers.get("Authorization"), target.token, _offered(request.headers)
+        )
+        verdict = self._verifier.verify(credentials, target.user_id)
+        status = verdict.status if isinstance(verdict, Denied) else 200
+        return http.auth_answer(status if allowed else 403, origin if allowed else None)
 
     def _select_subprotocol(
         self, conn: ServerConnection, offered: Sequence[Subprotocol]
@@ -253,9 +296,10 @@ class Gateway:
             self._settings.sockets,
             self._read_log,
             self._fetch_log,
+            self._read_newest,
         )
         self.hub.add(session)
-        self._sessions[conn] = (session, admission.last_event_id)
+        self._sessions[conn] = (session, admission.last_event_id, admission.history)
         # The handler may never run (client gone, server closing): release with the task.
         task = asyncio.current_task()
         if task is not None:
@@ -271,7 +315,9 @@ class Gateway:
 
     def _reject(self, status: int, reason: str) -> Response:
         metrics.HANDSHAKES_REJECTED.labels(str(status)).inc()
-        log.debug("handshake rejected: %d %s", status, reason)
+        line = self._refusals.refused(status, reason)
+        if line is not None:
+            log.info("%s", line)
         return http.rejection(status)
 
     def _release(self, conn: ServerConnection) -> None:
@@ -285,11 +331,11 @@ class Gateway:
         entry = self._sessions.get(conn)
         if entry is None:
             return
-        session, last_event_id = entry
+        session, last_event_id, history = entry
         metrics.SOCKETS_OPENED.inc()
         metrics.SOCKETS_OPEN.inc()
         try:
-            await session.run(last_event_id)
+            await session.run(last_event_id, history)
         except REDIS_ERRORS as exc:
             log.warning("socket of a user failed: %s", exc)
             await conn.close(CloseCode.INTERNAL_ERROR, "try again")
@@ -309,6 +355,20 @@ class Gateway:
         )
         frames = []
         for raw_id, fields in entries:
+            log_id = raw_id.decode()
+            sid = parse_id(log_id)
+            assert sid is not None  # Redis hands out well-formed ids
+            frames.append(
+                Frame(sid, event_frame(log_id, fields[b"type"].decode(), fields[b"content"]))
+            )
+        return frames
+
+    async def _read_newest(self, user_id: str, count: int) -> list[Frame]:
+        """The newest ``count`` entries of the user's log, oldest first (``?history=``)."""
+        async with self._replay_slots:
+            entries = await self._redis.xrevrange(self._keys.user_log(user_id), count=count)
+        frames = []
+        for raw_id, fields in reversed(entries):
             log_id = raw_id.decode()
             sid = parse_id(log_id)
             assert sid is not None  # Redis hands out well-formed ids
@@ -351,15 +411,73 @@ async def run_gateway(settings: GatewaySettings) -> None:
         client_name=f"streamer-gateway-{settings.gateway_id}",
         block_ms=settings.inbox_block_ms,
     )
-    gateway = Gateway(redis, settings)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     try:
-        await gateway.start()
+        gateway = await _start_when_redis_answers(redis, settings, stop)
+        if gateway is None:
+            return
         await stop.wait()
         log.info("stopping: closing %d sockets", gateway.hub.sockets)
         await gateway.stop()
     finally:
         await redis.aclose()
+
+
+_START_BACKOFF_S = (0.5, 10.0)  # first wait, cap: doubled after each failed attempt
+
+
+async def _start_when_redis_answers(
+    redis: aioredis.Redis, settings: GatewaySettings, stop: asyncio.Event
+) -> Gateway | None:
+    """Start the gateway once Redis answers, retrying with capped backoff (one warning per
+    attempt) instead of exiting, like the worker. Meanwhile the port answers the probes
+    (/livez 200, /readyz and /healthz 503), so an orchestrator neither restarts the gateway
+    nor sends it clients. None when stopped before Redis answered. A port that cannot be
+    bound is not retried: StartupError."""
+    delay, waiting = _START_BACKOFF_S[0], None
+    try:
+        while not stop.is_set():
+            try:
+                await redis.ping()  # type: ignore[misc]  # redis-py types it sync or async
+                if waiting is not None:
+                    waiting.close()
+                    await waiting.wait_closed()
+                    waiting = None
+                gateway = Gateway(redis, settings)
+                await _bind(gateway.start(), settings)
+                return gateway
+            except REDIS_ERRORS as exc:
+                url = redact(settings.redis.url)
+                log.warning("redis unreachable at %s (%s); retrying in %.1fs", url, exc, delay)
+                waiting = waiting or await _serve_waiting(settings)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, _START_BACKOFF_S[1])
+        return None
+    finally:
+        if waiting is not None:
+            waiting.close()
+
+
+async def _serve_waiting(settings: GatewaySettings) -> asyncio.Server:
+    def waiting() -> tuple[bool, str]:
+        return False, "waiting for redis\n"
+
+    return await serve_metrics(settings.host, settings.port, waiting, variable="GATEWAY_PORT")
+
+
+_T = TypeVar("_T")
+
+
+async def _bind(start: Coroutine[Any, Any, _T], settings: GatewaySettings) -> _T:
+    """Await a start-up that binds GATEWAY_HOST:GATEWAY_PORT; a port in use (or forbidden)
+    becomes one StartupError naming the variable, never a retry."""
+    try:
+        return await start
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EACCES, errno.EADDRNOTAVAIL):
+            raise
+        raise bind_error("GATEWAY_PORT", settings.host, settings.port, exc) from None

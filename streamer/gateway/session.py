@@ -39,6 +39,8 @@ _MIN_GAP_READ = 100
 
 # (user id, first id inclusive, max entries) -> frames of the user's log from that id on
 ReadLog = Callable[[str, str, int], Awaitable[list[Frame]]]
+# (user id, count) -> the newest ``count`` frames of the user's log, oldest first
+ReadNewest = Callable[[str, int], Awaitable[list[Frame]]]
 
 
 class Session:
@@ -50,6 +52,7 @@ class Session:
         settings: SocketSettings,
         read_log: ReadLog,
         read_gap: ReadLog | None = None,
+        read_newest: ReadNewest | None = None,
     ) -> None:
         self.conn = conn
         self.user_id = user_id
@@ -58,6 +61,7 @@ class Session:
         self._read_log = read_log
         # Gap fills run in the fan-out path: they must not queue behind client replays.
         self._read_gap = read_gap or read_log
+        self._read_newest = read_newest
         self.last_sent: StreamId | None = None
         # The user log's newest id once this socket's ownership was registered: everything
         # after it reaches the socket (replay or inbox). Gap checks of a socket that has not
@@ -73,8 +77,9 @@ class Session:
     def closing(self) -> bool:
         return self.sent_close_code is not None
 
-    async def run(self, last_event_id: str | None) -> None:
-        """Resume or go live, then serve client frames until the socket closes."""
+    async def run(self, last_event_id: str | None, history: int | None = None) -> None:
+        """Resume (or, on a first open, send the newest ``history`` entries) or go live,
+        then serve client frames until the socket closes."""
         loop = asyncio.get_running_loop()
         expiry = loop.call_later(
             max(0.0, self._expires_at - time.time()),
@@ -83,7 +88,7 @@ class Session:
             "token expired",
         )
         try:
-            await self._start(last_event_id)
+            await self._start(last_event_id, history)
             async for message in self.conn:
                 await self._on_message(message)
         except ConnectionClosed:
@@ -93,9 +98,12 @@ class Session:
             self._buffering = False
             self._buffer.clear()
 
-    async def _start(self, last_event_id: str | None) -> None:
+    async def _start(self, last_event_id: str | None, history: int | None) -> None:
         if last_event_id is not None:
             await self._resume(last_event_id)
+            return
+        if history is not None and self._read_newest is not None:
+            await self._history(history)
             return
         first = await self._first_message()
         frame = None if first is None else parse_client_frame(first)
@@ -144,14 +152,29 @@ class Session:
         metrics.REPLAYS.labels("true" if plan.recovered else "false").inc()
         if plan.floor is not None and (self.last_sent is None or plan.floor > self.last_sent):
             self.last_sent = plan.floor
-        from_log = {frame.sid for frame in plan.replay}
+        replayed = await self._send_replay(plan.replay)
+        await self._send_control(recovery_frame(plan.recovered, replayed))
+        await self._go_live()
+
+    async def _history(self, count: int) -> None:
+        """The newest ``count`` log entries, then live. Ownership was registered before this
+        read (as for a resume), so every entry is in the read, in the buffer, or both; the
+        merge sends each once, in order. ``recovered`` is true: nothing was asked for that
+        the log could have lost."""
+        assert self._read_newest is not None
+        replayed = await self._send_replay(await self._read_newest(self.user_id, count))
+        await self._send_control(recovery_frame(True, replayed))
+        await self._go_live()
+
+    async def _send_replay(self, replay: tuple[Frame, ...] | list[Frame]) -> int:
+        """Send log entries merged with the buffered live ones; returns how many from the log."""
+        from_log = {frame.sid for frame in replay}
         replayed = 0
-        for frame in merge([*plan.replay, *self._take_buffer()], self.last_sent):
+        for frame in merge([*replay, *self._take_buffer()], self.last_sent):
             if await self._send(frame) and frame.sid in from_log:
                 replayed += 1
         metrics.REPLAYED_EVENTS.inc(replayed)
-        await self._send_control(recovery_frame(plan.recovered, replayed))
-        await self._go_live()
+        return replayed
 
     async def _go_live(self) -> None:
         while self._buffer:

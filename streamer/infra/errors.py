@@ -2,6 +2,8 @@
 
 StreamerError
 ├── ConfigError      bad or missing configuration; raised at start-up, names the variable
+├── StartupError     a process or the local stack cannot start for a reason outside its
+│                    configuration (a port in use, redis-server exiting); one line for humans
 └── RetryableError   a dependency failed in a way that may pass (Redis down, a timeout): the
                      work stays un-acked and is tried again after a backoff
 
@@ -24,6 +26,10 @@ class StreamerError(Exception):
 
 class ConfigError(StreamerError):
     """A setting is missing or invalid. The message names the environment variable."""
+
+
+class StartupError(StreamerError):
+    """Cannot start: the message says what happened and what to do, for an operator."""
 
 
 class RetryableError(StreamerError):

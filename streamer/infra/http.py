@@ -1,6 +1,11 @@
-"""A tiny asyncio HTTP endpoint for /metrics and /healthz on worker and bridge processes.
+"""A tiny asyncio HTTP endpoint for /metrics and the probes of worker and bridge processes.
 
-It runs on the process's own event loop, so a blocked loop also fails its health check.
+- ``/livez``: 200 whenever the process answers at all. It runs on the process's own event
+  loop (a thread for the bridges), so a stuck loop fails it; a dependency being down never
+  does, so an orchestrator restarts a process only when restarting can help.
+- ``/readyz``: 503 while a dependency (Redis, the broker) is failing right now.
+- ``/healthz``: 503 once a dependency has been failing for longer than HEALTH_THRESHOLD_S
+  (unchanged, for existing checks).
 """
 
 from __future__ import annotations
@@ -8,7 +13,10 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from streamer.infra import metrics
+from streamer.infra.errors import StartupError
 
 HealthCheck = Callable[[], tuple[bool, str]]
 
@@ -25,20 +33,40 @@ def _response(status: str, content_type: str, body: bytes) -> bytes:
 
 
 def render(path: str, health: HealthCheck, method: str = "GET") -> bytes:
-    """The whole HTTP response for one request. HEAD gets the headers of GET, no body."""
+    """The whole HTTP response for one request. HEAD gets the headers of GET, no body.
+    ``/readyz`` asks ``health.ready`` when ``health`` is a HealthTracker, else ``health``."""
     if not method:
         response = _response("400 Bad Request", _TEXT, b"bad request\n")
     elif method not in ("GET", "HEAD"):
         response = _response("405 Method Not Allowed", _TEXT, b"method not allowed\n")
     elif path == "/metrics":
-        response = _response("200 OK", CONTENT_TYPE_LATEST, generate_latest(REGISTRY))
-    elif path == "/healthz":
-        healthy, detail = health()
-        status = "200 OK" if healthy else "503 Service Unavailable"
-        response = _response(status, _TEXT, detail.encode())
+        response = _response("200 OK", CONTENT_TYPE_LATEST, metrics.exposition())
+    elif path in _PROBES:
+        response = _verdict(*_PROBES[path](health)())
     else:
         response = _response("404 Not Found", _TEXT, b"not found\n")
     return response.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n" if method == "HEAD" else response
+
+
+def _verdict(healthy: bool, detail: str) -> bytes:
+    status = "200 OK" if healthy else "503 Service Unavailable"
+    return _response(status, _TEXT, detail.encode())
+
+
+def alive() -> tuple[bool, str]:
+    """The liveness verdict: answering at all is the proof."""
+    return True, "ok\n"
+
+
+def _ready(health: HealthCheck) -> HealthCheck:
+    return health.ready if isinstance(health, HealthTracker) else health
+
+
+_PROBES: dict[str, Callable[[HealthCheck], HealthCheck]] = {
+    "/livez": lambda _: alive,
+    "/readyz": _ready,
+    "/healthz": lambda health: health,
+}
 
 
 def parse_request_line(head: bytes) -> tuple[str, str]:
@@ -50,7 +78,12 @@ def parse_request_line(head: bytes) -> tuple[str, str]:
     return method, target.split("?", 1)[0]
 
 
-async def serve_metrics(host: str, port: int, health: HealthCheck) -> asyncio.Server:
+async def serve_metrics(
+    host: str, port: int, health: HealthCheck, *, variable: str = "METRICS_PORT"
+) -> asyncio.Server:
+    """Serve /metrics and the probes on ``host:port``. A port that cannot be bound raises
+    StartupError naming ``variable``."""
+
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), timeout=5)
@@ -64,7 +97,18 @@ async def serve_metrics(host: str, port: int, health: HealthCheck) -> asyncio.Se
         finally:
             writer.close()
 
-    return await asyncio.start_server(handle, host, port)
+    try:
+        return await asyncio.start_server(handle, host, port)
+    except OSError as exc:
+        raise bind_error(variable, host, port, exc) from None
+
+
+def bind_error(variable: str, host: str, port: int, exc: OSError) -> StartupError:
+    """The one-line error for a port that cannot be listened on."""
+    return StartupError(
+        f"{variable}: cannot listen on {host}:{port}: {exc.strerror or exc} "
+        "(another process uses it? a `streamer up` still running?)"
+    )
 
 
 class HealthTracker:
@@ -82,8 +126,15 @@ class HealthTracker:
         self._failing_since.setdefault(dependency, self._clock())
 
     def __call__(self) -> tuple[bool, str]:
+        """/healthz: unhealthy once a dependency has been down longer than the threshold."""
         now = self._clock()
         down = [d for d, since in self._failing_since.items() if now - since > self._threshold_s]
         if down:
             return False, f"unreachable: {', '.join(sorted(down))}\n"
+        return True, "ok\n"
+
+    def ready(self) -> tuple[bool, str]:
+        """/readyz: not ready while any dependency is failing now."""
+        if self._failing_since:
+            return False, f"unreachable: {', '.join(sorted(self._failing_since))}\n"
         return True, "ok\n"

@@ -1,12 +1,32 @@
 """Every Prometheus metric of streamer, in one place.
 
 Names follow ``streamer_<subsystem>_<name>_<unit|total>``. Labels are bounded: channel,
-outcome, reason, close code, provider, bridge. Never user ids, tokens or event ids.
+outcome, reason, close code, provider, bridge, component. Never user ids, tokens or event ids.
+
+Every metric lives in the default registry (in-process tests read it there), but a process
+*exposes* only the metrics it owns: ``register(component)`` at start-up picks them by
+subsystem (a gateway never exports the worker's stream lag as a misleading 0) and adds
+``streamer_build_info{component, version} 1``, the series alerts and dashboards use to find
+each process kind without depending on scrape job names.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from importlib import metadata
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    PLATFORM_COLLECTOR,
+    PROCESS_COLLECTOR,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
@@ -173,3 +193,59 @@ PUSH_CONFIG_ERRORS = Counter(
     "Provider answers that mean our configuration is wrong.",
     ["provider", "reason"],
 )
+
+# --- every process -------------------------------------------------------------------------
+BUILD_INFO = Gauge(
+    "streamer_build_info",
+    "Always 1; labels say which process kind (component) and streamer version this is.",
+    ["component", "version"],
+)
+
+# The subsystems each process kind owns. The push senders run inside the worker.
+COMPONENTS: dict[str, tuple[str, ...]] = {
+    "worker": ("streamer_worker_", "streamer_stream_", "streamer_push_"),
+    "gateway": ("streamer_gateway_",),
+    "bridge-rabbitmq": ("streamer_bridge_",),
+    "bridge-pubsub": ("streamer_bridge_",),
+}
+
+_exposed: CollectorRegistry = REGISTRY  # until register(): everything (tests, tools)
+
+
+def owned(component: str) -> list[MetricWrapperBase]:
+    """The metrics of this module that ``component`` exports."""
+    prefixes = COMPONENTS[component]
+    found = [v for v in globals().values() if isinstance(v, MetricWrapperBase)]
+    return [m for m in found if m._name.startswith(prefixes)]
+
+
+def version() -> str:
+    try:
+        return metadata.version("streamer")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def register(component: str) -> CollectorRegistry:
+    """Expose, from now on, only ``component``'s metrics, its build info and the process and
+    runtime metrics. Called once by each process kind at start-up."""
+    global _exposed
+    registry = CollectorRegistry()
+    collectors: list[Collector] = [*owned(component), BUILD_INFO]
+    collectors += [PROCESS_COLLECTOR, PLATFORM_COLLECTOR, GC_COLLECTOR]
+    for collector in collectors:
+        registry.register(collector)
+    BUILD_INFO.labels(component, version()).set(1)
+    _exposed = registry
+    return registry
+
+
+def expose_everything() -> None:
+    """Back to exposing the whole default registry (tools, tests)."""
+    global _exposed
+    _exposed = REGISTRY
+
+
+def exposition() -> bytes:
+    """The Prometheus text of what this process exposes."""
+    return generate_latest(_exposed)

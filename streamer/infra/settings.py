@@ -16,11 +16,14 @@ from streamer.contract.partitions import MAX_PARTITIONS
 from streamer.infra.errors import ConfigError
 
 _TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_FALSE = {"0", "false", "no", "off"}
 
 
 class Env:
-    """Typed reads of environment variables with errors that name the variable."""
+    """Typed reads of environment variables with errors that name the variable.
+
+    Every reader treats a variable that is empty (or only blanks) exactly like one that is
+    not set: ``FOO=`` in a compose file or ``.env`` means "use the default"."""
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         self._environ = os.environ if environ is None else environ
@@ -62,10 +65,11 @@ class Env:
         return number
 
     def bool(self, name: str, default: bool) -> bool:
-        value = self._environ.get(name)
+        """An empty value means unset (the default), as for every other reader."""
+        value = self.raw(name)
         if value is None:
             return default
-        lowered = value.strip().lower()
+        lowered = value.lower()
         if lowered in _TRUE:
             return True
         if lowered in _FALSE:

@@ -22,7 +22,7 @@ import uvloop
 
 from streamer.contract.ids import MAX_ID, MIN_ID
 from streamer.contract.keys import Keys
-from streamer.infra.redis import REDIS_ERRORS, connect
+from streamer.infra.redis import connect
 from streamer.infra.settings import Env, RedisSettings
 from streamer.ops.replay import deadletters, source
 from streamer.ops.replay.entries import EntryFilter, Fields, summary
@@ -218,6 +218,3 @@ def handle(args: argparse.Namespace) -> int:
         return uvloop.run(main())
     except asyncio.CancelledError:
         return 130
-    except REDIS_ERRORS as exc:
-        print(f"streamer dlq: redis error: {exc}", file=sys.stderr)
-        return 1

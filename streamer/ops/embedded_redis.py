@@ -7,14 +7,13 @@ Never fakeredis: a running service talks to a real server.
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 import socket
 import subprocess
 import time
 from pathlib import Path
 
-from streamer.infra.errors import ConfigError
+from streamer.infra.errors import ConfigError, StartupError
 
 
 def find_redis_server() -> str:
@@ -40,51 +39,55 @@ def free_port() -> int:
 
 
 class EmbeddedRedis:
-    """A redis-server child process with its data (AOF) in ``data_dir``."""
+    """A redis-server child process with its data (AOF) in ``data_dir``.
+
+    Paths are made absolute before redis-server sees them: it changes into ``--dir`` first
+    and would then resolve a relative path against that. Its output (the log, and the
+    errors it prints before a log could be opened) goes to ``redis.log`` there, opened by
+    us; when it fails to start, the error quotes the log's last lines.
+    """
 
     def __init__(self, data_dir: Path, port: int | None = None) -> None:
-        self.data_dir = data_dir
+        self.data_dir = data_dir.resolve()
         self.port = port or free_port()
+        self.log_path = self.data_dir / "redis.log"
         self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"redis://127.0.0.1:{self.port}/0"
 
+    def argv(self, binary: str) -> list[str]:
+        return [
+            binary,
+            "--port", str(self.port),
+            "--bind", "127.0.0.1",
+            "--dir", str(self.data_dir),
+            "--appendonly", "yes",
+            "--save", "",
+            "--logfile", "",  # to stdout, which is our log file
+        ]  # fmt: skip
+
     def start(self, timeout_s: float = 10.0) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self._process = subprocess.Popen(
-            [
-                find_redis_server(),
-                "--port",
-                str(self.port),
-                "--bind",
-                "127.0.0.1",
-                "--dir",
-                str(self.data_dir),
-                "--appendonly",
-                "yes",
-                "--save",
-                "",
-                "--logfile",
-                str(self.data_dir / "redis.log"),
-            ],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
+        binary = find_redis_server()
+        with self.log_path.open("ab") as log:
+            self._process = subprocess.Popen(
+                self.argv(binary), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+            )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self._process.poll() is not None:
-                raise RuntimeError(f"redis-server exited; see {self.data_dir / 'redis.log'}")
-            with (
-                contextlib.suppress(OSError),
-                socket.create_connection(("127.0.0.1", self.port), 0.2) as conn,
-            ):
-                conn.sendall(b"PING\r\n")
-                if conn.recv(64).startswith(b"+PONG"):
-                    return
+                raise StartupError(self._failure(f"exited with {self._process.returncode}"))
+            if _answers_ping(self.port):
+                return
             time.sleep(0.05)
-        raise RuntimeError(f"redis-server did not answer on port {self.port}")
+        self.stop()
+        raise StartupError(self._failure(f"did not answer on port {self.port} in {timeout_s}s"))
+
+    def _failure(self, what: str) -> str:
+        tail = last_lines(self.log_path, 10)
+        return f"redis-server {what}; the end of {self.log_path}:\n{tail}"
 
     def stop(self) -> None:
         if self._process and self._process.poll() is None:
@@ -95,7 +98,17 @@ class EmbeddedRedis:
                 self._process.kill()
 
 
-def env_with(url: str) -> dict[str, str]:
-    env = dict(os.environ)
-    env["REDIS_URL"] = url
-    return env
+def _answers_ping(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2) as conn:
+        conn.sendall(b"PING\r\n")
+        return conn.recv(64).startswith(b"+PONG")
+    return False
+
+
+def last_lines(path: Path, count: int) -> str:
+    """The last ``count`` lines of a text file, indented; a note when there is none."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return "  (no log)"
+    return "\n".join(f"  {line}" for line in lines[-count:]) or "  (empty log)"

@@ -1,4 +1,9 @@
-"""`streamer publish`: XADD well-formed events, from flags or JSON lines on stdin."""
+"""`streamer publish`: XADD well-formed events, from flags or JSON lines on stdin.
+
+Every payload is checked with the worker's own decoder (and MAX_PAYLOAD_BYTES) before it is
+added. Flags that cannot make a valid event are bad input: one line, exit 2, nothing added.
+Lines of --stdin that are invalid are reported one by one and skipped (exit 1).
+"""
 
 from __future__ import annotations
 
@@ -15,32 +20,49 @@ from streamer.contract.decode import decode_payload
 from streamer.contract.keys import Keys
 from streamer.infra.redis import connect
 from streamer.infra.settings import Env, RedisSettings
+from streamer.ops.arguments import positive_int, user_id
 
 _BATCH = 500
-_MAX_BYTES = 65536
+EXIT_BAD_INPUT = 2
 
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser("publish", help="add events to the ingress stream")
-    p.add_argument("--user", help="user id")
+    p.add_argument("--user", type=user_id, help="user id")
     p.add_argument("--type", dest="event_type", help="event type")
-    p.add_argument("--data", default="{}", help="event data as a JSON object")
+    p.add_argument("--data", default={}, type=json_object, help="event data as a JSON object")
     p.add_argument("--channels", default="websocket", help="comma-separated target channels")
     p.add_argument("--device-token")
     p.add_argument("--device-type")
     p.add_argument("--id", dest="event_id", help="producer idempotency key")
-    p.add_argument("--count", type=int, default=1, help="publish the event this many times")
+    p.add_argument("--count", type=positive_int, default=1, help="publish it N times (1)")
     p.add_argument("--stdin", action="store_true", help="read one JSON payload per line")
     p.set_defaults(handler=handle)
 
 
-def payload_from_flags(args: argparse.Namespace) -> bytes:
+def json_object(text: str) -> dict[str, object]:
+    """The --data argument type: a JSON object."""
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"expected a JSON object, got {text!r}")
+    return value
+
+
+class BadFlags(ValueError):
+    """Flags that make no valid event."""
+
+
+def payload_from_flags(args: argparse.Namespace, max_bytes: int) -> bytes:
+    """The one payload the flags describe, checked as the worker would check it."""
     if not args.user or not args.event_type:
-        raise SystemExit("streamer publish: --user and --type are required (or use --stdin)")
+        raise BadFlags("--user and --type are required (or use --stdin)")
     payload: dict[str, object] = {
         "user_id": args.user,
         "event_type": args.event_type,
-        "data": json.loads(args.data),
+        "data": args.data,
         "target_channels": [c.strip() for c in args.channels.split(",") if c.strip()],
     }
     for key, value in (
@@ -50,7 +72,11 @@ def payload_from_flags(args: argparse.Namespace) -> bytes:
     ):
         if value:
             payload[key] = value
-    return json.dumps(payload).encode()
+    raw = json.dumps(payload).encode()
+    verdict = decode_payload(raw, max_bytes)
+    if isinstance(verdict, tuple):
+        raise BadFlags(f"not a valid event ({verdict[0]}): {verdict[1]}")
+    return raw
 
 
 def _lines(stream: Iterable[str]) -> Iterator[bytes]:
@@ -59,12 +85,14 @@ def _lines(stream: Iterable[str]) -> Iterator[bytes]:
             yield line.strip().encode()
 
 
-async def publish(redis: aioredis.Redis, stream: str, payloads: Iterable[bytes]) -> tuple[int, int]:
+async def publish(
+    redis: aioredis.Redis, stream: str, payloads: Iterable[bytes], max_bytes: int
+) -> tuple[int, int]:
     """XADD valid payloads in pipelined batches. Returns (published, rejected)."""
     published = rejected = 0
     pipe = redis.pipeline(transaction=False)
     for number, raw in enumerate(payloads, 1):
-        verdict = decode_payload(raw, _MAX_BYTES)
+        verdict = decode_payload(raw, max_bytes)
         if isinstance(verdict, tuple):
             rejected += 1
             print(f"line {number}: rejected ({verdict[0]}): {verdict[1]}", file=sys.stderr)
@@ -79,16 +107,23 @@ async def publish(redis: aioredis.Redis, stream: str, payloads: Iterable[bytes])
 
 
 def handle(args: argparse.Namespace) -> int:
-    keys = Keys.from_settings(RedisSettings.from_env(Env()))
+    env = Env()
+    settings = RedisSettings.from_env(env)
+    keys = Keys.from_settings(settings)
+    max_bytes = env.int("MAX_PAYLOAD_BYTES", 65536, minimum=64)
     if args.stdin:
         payloads: Iterable[bytes] = _lines(sys.stdin)
     else:
-        payloads = [payload_from_flags(args)] * args.count
+        try:
+            payloads = [payload_from_flags(args, max_bytes)] * args.count
+        except BadFlags as exc:
+            print(f"streamer publish: {exc}", file=sys.stderr)
+            return EXIT_BAD_INPUT
 
     async def main() -> tuple[int, int]:
-        redis = connect(RedisSettings.from_env(Env()).url, client_name="streamer-publish")
+        redis = connect(settings.url, client_name="streamer-publish")
         try:
-            return await publish(redis, keys.stream, payloads)
+            return await publish(redis, keys.stream, payloads, max_bytes)
         finally:
             await redis.aclose()
 

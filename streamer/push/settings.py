@@ -53,6 +53,7 @@ class PushSettings:
 
     @classmethod
     def from_env(cls, env: Env) -> PushSettings:
+        _require_all(env)
         return cls(
             apns=_apns(env) if env.bool("ENABLE_APNS_PUSH", False) else None,
             fcm=_fcm(env) if env.bool("ENABLE_FCM_PUSH", False) else None,
@@ -61,6 +62,28 @@ class PushSettings:
             timeout_s=env.float("PUSH_TIMEOUT_S", 10.0, minimum=0.1),
             marker_ttl_s=env.int("PUSH_MARKER_TTL_S", 3600, minimum=1),
         )
+
+
+_REQUIRED = {
+    "ENABLE_APNS_PUSH": ("APNS_CERT_FILE", "APNS_KEY_ID", "APNS_TEAM_ID", "APNS_TOPIC"),
+    "ENABLE_FCM_PUSH": ("FCM_SERVICE_ACCOUNT_FILE",),
+}
+
+
+def _require_all(env: Env) -> None:
+    """Name every missing variable of every enabled provider in one error, so that one
+    restart finds them all. (The legacy FCM_API_KEY alone gets its own message below.)"""
+    parts = []
+    for flag, names in _REQUIRED.items():
+        if not env.bool(flag, False):
+            continue
+        missing = [n for n in names if env.optional(n) is None]
+        if flag == "ENABLE_FCM_PUSH" and env.optional("FCM_API_KEY") is not None:
+            missing = []
+        if missing:
+            parts.append(f"{', '.join(missing)}: required when {flag} is on")
+    if parts:
+        raise ConfigError("; ".join(parts))
 
 
 def _required(env: Env, name: str, feature: str) -> str:

@@ -11,8 +11,16 @@
  *   client.close();
  *
  * Protocol (the gateway's contract): ws(s)://HOST/ws/{userId}, the JWT sent as the
- * subprotocol "bearer.<token>" (browsers cannot set headers), "?last_event_id=" to resume.
- * Frames {"id","type","content"}; after a resume {"type":"_recovery","recovered","replayed"}.
+ * subprotocol "bearer.<token>" (browsers cannot set headers), "?last_event_id=" to resume,
+ * or, on a first open with the `history` option, "?history=N" for the user's newest N events.
+ * Frames {"id","type","content"}; after a resume or the history
+ * {"type":"_recovery","recovered","replayed"}.
+ *
+ * A refused token: a browser cannot read a refused handshake's status, so after repeated
+ * failures to open the client asks GET /auth-check/{userId}?token=… (the status the
+ * handshake gives). On 401/403 it first gets a fresh token from getToken() (if any); if that
+ * one is refused too, or there is no getToken, it stops and reports state "closed" with
+ * {reason: "token refused", status}: reconnecting could never succeed.
  *
  * The last event id lives in memory and in sessionStorage, so a reload resumes too. The
  * client reconnects with exponential backoff and full jitter, refreshes the token through
@@ -58,7 +66,16 @@ const DEFAULTS = Object.freeze({
   // After this many handshakes in a row that fail before opening, the token is suspect
   // (a browser cannot see the 401 itself), so getToken() is asked for a fresh one.
   failedHandshakesBeforeRefresh: 2,
+  // Newest events to ask for on a first open (no stored last id); 0: start live.
+  history: 0,
+  // Ask /auth-check after repeated failed handshakes, to tell a refused token from an outage.
+  authCheck: true,
 });
+
+/** True for something shaped like a JWT: three base64url parts, the first two non-empty. */
+export function looksLikeJwt(token) {
+  return typeof token === "string" && /^[\w-]+\.[\w-]+\.[\w-]*$/.test(token);
+}
 
 /** Compare two Redis stream ids ("<ms>-<seq>") numerically; strings would misorder them. */
 export function compareIds(a, b) {
@@ -109,6 +126,10 @@ export class NotifyClient {
    * @param {string} [options.url]  gateway base, e.g. "wss://notify.example.com"; default: this page's host
    * @param {Storage|null} [options.storage]  where the last event id survives reloads; default sessionStorage
    * @param {typeof WebSocket} [options.WebSocket]  a WebSocket implementation (for non-browser use)
+   * @param {number} [options.history]  on a first open (no stored last id), ask for the user's
+   *   newest N events (1 to the gateway's WS_MAX_REPLAY); default 0: start live
+   * @param {boolean} [options.authCheck]  ask /auth-check after failed handshakes (default true)
+   * @param {typeof fetch} [options.fetch]  a fetch implementation (for non-browser use)
    */
   constructor(options) {
     if (!options || !options.userId) throw new TypeError("NotifyClient: userId is required");
@@ -121,6 +142,7 @@ export class NotifyClient {
     this.storage = options.storage === undefined ? sessionStore() : options.storage;
     this.storageKey = `notify-client:${this.baseUrl}:${this.userId}:last_event_id`;
     this.WebSocketImpl = options.WebSocket ?? globalThis.WebSocket;
+    this.fetchImpl = options.fetch ?? globalThis.fetch?.bind(globalThis);
     this.token = options.token ?? null;
     this.state = State.IDLE;
     this.lastEventId = this._loadLastId();
@@ -132,6 +154,7 @@ export class NotifyClient {
     this._attempt = 0;
     this._failedHandshakes = 0;
     this._tokenStale = false;
+    this._tokenFromRefresh = false;
     this._timers = new Set();
     this._pongTimer = null;
     this._running = false;
@@ -199,15 +222,18 @@ export class NotifyClient {
     }
     if (!this._running) return;
     if (!token) {
-      this._setState(State.CLOSED, { reason: "token expired and no getToken" });
+      this._stop({ reason: "token expired and no getToken" });
+      return;
+    }
+    if (!looksLikeJwt(token) && !this.options.getToken) {
+      this._stop({ reason: "token malformed" });
       return;
     }
     this._connectSocket(token);
   }
 
   _connectSocket(token) {
-    const query = this.lastEventId ? `?last_event_id=${encodeURIComponent(this.lastEventId)}` : "";
-    const url = `${this.baseUrl}/ws/${encodeURIComponent(this.userId)}${query}`;
+    const url = `${this.baseUrl}/ws/${encodeURIComponent(this.userId)}${this._query()}`;
     let socket;
     try {
       socket = new this.WebSocketImpl(url, [`bearer.${token}`]);
@@ -222,6 +248,7 @@ export class NotifyClient {
       opened = true;
       this._attempt = 0;
       this._failedHandshakes = 0;
+      this._tokenFromRefresh = false;
       this._setState(State.OPEN, { resumedFrom: this.lastEventId });
       this._scheduleRefresh(token);
       this._schedulePing(socket);
@@ -233,21 +260,58 @@ export class NotifyClient {
     socket.onclose = (event) => {
       if (this._socket !== socket) return;
       this._socket = null;
-      this._onClosed(event, opened);
+      this._onClosed(event, opened, token);
     };
   }
 
-  _onClosed(event, opened) {
+  /** Resume after the last id; on a first open, the newest `history` events if asked. */
+  _query() {
+    if (this.lastEventId) return `?last_event_id=${encodeURIComponent(this.lastEventId)}`;
+    const count = Number(this.options.history) || 0;
+    return count > 0 ? `?history=${Math.floor(count)}` : "";
+  }
+
+  async _onClosed(event, opened, token) {
     this._clearTimers();
     if (!this._running) return;
     if (!opened) this._failedHandshakes += 1;
-    if (
-      event.code === CloseCode.TOKEN_EXPIRED ||
-      this._failedHandshakes >= this.options.failedHandshakesBeforeRefresh
-    ) {
+    const suspect = this._failedHandshakes >= this.options.failedHandshakesBeforeRefresh;
+    if (!opened && suspect) {
+      const status = await this._authStatus(token);
+      if (!this._running || this._socket) return;
+      if (status === 401 || status === 403) {
+        if (!this.options.getToken || this._tokenFromRefresh) {
+          this._stop({ reason: "token refused", status });
+          return;
+        }
+        this._tokenFromRefresh = true; // the next token comes from getToken(): last chance
+      }
+    }
+    if (event.code === CloseCode.TOKEN_EXPIRED || suspect) {
       this._tokenStale = true;
     }
     this._scheduleReconnect({ code: event.code, reason: event.reason || undefined });
+  }
+
+  /** The status the gateway's handshake gives this token (GET /auth-check), or null when
+   * it cannot tell (no fetch, network error, an older gateway). */
+  async _authStatus(token) {
+    if (!this.options.authCheck || !this.fetchImpl || !token) return null;
+    const base = this.baseUrl.replace(/^ws/, "http");
+    const url = `${base}/auth-check/${encodeURIComponent(this.userId)}?token=${encodeURIComponent(token)}`;
+    try {
+      const response = await this.fetchImpl(url, { cache: "no-store" });
+      return response.status === 404 ? null : response.status;
+    } catch {
+      return null;
+    }
+  }
+
+  /** Stop for good because reconnecting cannot help; the app shows detail.reason. */
+  _stop(detail) {
+    this._running = false;
+    this._clearTimers();
+    this._setState(State.CLOSED, detail);
   }
 
   _receive(raw, socket) {

@@ -1,16 +1,9 @@
-"""`streamer worker`."""
+"""`streamer worker`: registration; the worker is imported when the command runs."""
 
 from __future__ import annotations
 
 import argparse
 from typing import Any
-
-from streamer.infra import runtime
-from streamer.infra.settings import Env
-from streamer.push.factory import build_push_senders
-from streamer.push.settings import PushSettings
-from streamer.worker.main import run_worker
-from streamer.worker.settings import WorkerSettings
 
 
 def register(sub: Any) -> None:
@@ -21,8 +14,16 @@ def register(sub: Any) -> None:
 
 
 def handle(args: argparse.Namespace) -> int:
+    from streamer.infra import metrics, runtime
+    from streamer.infra.settings import Env
+    from streamer.push.factory import build_push_senders
+    from streamer.push.settings import PushSettings
+    from streamer.worker.main import run_worker
+    from streamer.worker.settings import WorkerSettings
+
     env = Env()
     settings = WorkerSettings.from_env(env)
+    metrics.register("worker")
 
     push_concurrency = PushSettings.from_env(env).concurrency
 

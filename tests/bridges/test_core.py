@@ -9,7 +9,6 @@ from typing import cast
 
 import pytest
 
-from bridges.cli import register
 from bridges.core import (
     BRIDGE_ERROR,
     BRIDGE_INVALID,
@@ -23,6 +22,7 @@ from bridges.core import (
     plan_pubsub,
 )
 from bridges.settings import PubSubSettings, RabbitSettings
+from streamer.bridging import register
 from streamer.cli import COMMAND_MODULES
 from streamer.contract.keys import Keys
 from streamer.infra.errors import ConfigError
@@ -160,7 +160,7 @@ def test_bad_rabbit_settings_name_the_variable(env: dict[str, str], variable: st
 
 def test_cli_has_both_bridge_commands() -> None:
     """`streamer bridge rabbitmq|pubsub` parse to their handlers."""
-    assert "bridges.cli" in COMMAND_MODULES
+    assert "streamer.bridging" in COMMAND_MODULES
     parser = argparse.ArgumentParser()
     register(parser.add_subparsers())
     for source in ("rabbitmq", "pubsub"):

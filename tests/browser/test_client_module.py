@@ -45,3 +45,27 @@ def test_helpers_order_ids_read_expiry_and_bound_backoff(page: Page) -> None:
     assert result["garbage"] is None
     assert result["low"] == [250, 250, 250]
     assert result["high"] == [500, 4000, 15000]
+
+
+def test_history_is_asked_only_without_a_stored_last_id(page: Page) -> None:
+    """`history: N` adds ?history=N to a first open; a stored last id resumes instead."""
+    page.route(f"{ORIGIN}/**", serve_file)
+    page.goto(f"{ORIGIN}/")
+    urls = page.evaluate(
+        """async () => {
+          const m = await import('/client.js');
+          const opened = [];
+          class FakeSocket { constructor(url) { opened.push(url); } close() {} }
+          const token = 'e30.e30.sig';
+          const store = (id) => ({ getItem: () => id, setItem() {}, removeItem() {} });
+          for (const storage of [store(null), store('7-0')]) {
+            const client = new m.NotifyClient({ userId: 'u', token, history: 5, storage,
+              url: 'ws://gw.test', WebSocket: FakeSocket });
+            client.connect();
+            await new Promise((resolve) => setTimeout(resolve, 0));
+            client.close();
+          }
+          return opened;
+        }"""
+    )
+    assert urls == ["ws://gw.test/ws/u?history=5", "ws://gw.test/ws/u?last_event_id=7-0"]

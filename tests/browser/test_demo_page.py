@@ -162,3 +162,44 @@ def test_lost_history_surfaces_as_resync(
     publish(rclient, "eve", "test", {"n": 1})
     demo.wait_count(1)
     assert demo.numbers() == [1]
+
+
+def test_first_open_shows_events_published_before(
+    page: Page, gateway: Gateway, rclient: syncredis.Redis
+) -> None:
+    """The README's order (start, publish, then open the page): the page's first socket asks
+    for the newest events (?history=20), so they appear, once each, then live ones follow."""
+    for n in (1, 2, 3):
+        publish(rclient, "fay", "test", {"n": n})
+    wait_for(lambda: len(user_log_ids(rclient, "fay")) == 3, timeout=10, what="events logged")
+    demo = open_demo(page, gateway, rclient, "fay")
+    demo.wait_count(3)
+    assert demo.numbers() == [1, 2, 3]
+    assert demo.recovery() == {"recovered": "true", "replayed": "3"}
+    publish(rclient, "fay", "test", {"n": 4})
+    demo.wait_count(4)
+    assert demo.numbers() == [1, 2, 3, 4]
+
+
+@pytest.mark.parametrize(
+    ("signed_by", "status"),
+    [("another secret", "401"), ("another user", "403")],
+)
+def test_refused_token_shows_an_error_and_stops_reconnecting(
+    page: Page, gateway: Gateway, signed_by: str, status: str
+) -> None:
+    """A token the gateway refuses (bad signature: 401; another user's: 403) ends in a
+    visible error naming the status, and the page stops trying instead of reconnecting
+    forever (a browser cannot read the handshake's status: /auth-check tells it)."""
+    if signed_by == "another secret":
+        refused = jwt.encode({"sub": "gus", "exp": 2_000_000_000}, "x" * 40, algorithm="HS256")
+    else:
+        refused = mint("not-gus", 600)
+    demo = DemoPage(page, gateway.base).open("gus", refused)
+    page.wait_for_selector("#error.shown", timeout=20_000)
+    demo.wait_state("closed")
+    assert page.eval_on_selector("#error", "el => el.dataset.status") == status
+    assert f"({status})" in (page.text_content("#error") or "")
+    # Stopped for good: not running, and no reconnect (or any other timer) scheduled.
+    stopped = "c => !c._running && c._timers.size === 0 && c._socket === null"
+    assert page.evaluate(f"({stopped})(window.notifyDemo.client)")

@@ -3,6 +3,7 @@ checked statically (no container engine or cluster is needed)."""
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import re
 import shutil
@@ -20,6 +21,7 @@ from packaging.utils import canonicalize_name
 from streamer.cli import build_parser
 from streamer.infra.settings import Env
 from streamer.ops.healthcheck import ADDRESSES, HEALTH_PATH
+from tests.support.metrics import all_metrics
 from tests.support.paths import REPO_ROOT
 
 ROOT = REPO_ROOT
@@ -178,44 +180,100 @@ def test_compose_holds_no_secret_values() -> None:
                 assert re.search(r"\$\{\w+:\?[^}]*\}", str(value)), f"{name}.{key}"
 
 
-def test_compose_config_when_docker_compose_is_available(tmp_path: Path) -> None:
-    """With a working `docker compose`, `docker compose config` accepts the file; without
-    one the YAML must still parse with its merge keys resolved."""
-    services = compose()["services"]
-    assert services["worker-1"]["environment"]["REDIS_URL"] == "redis://redis:6379/0"
+def compose_command() -> list[str]:
+    """`docker compose` (v2), else Debian's `docker-compose` (v1); neither fails the test."""
     docker = shutil.which("docker")
-    probe = (
-        subprocess.run([docker, "compose", "version"], capture_output=True, timeout=20)
-        if docker
-        else None
-    )
-    if probe is None or probe.returncode != 0:
-        return
+    if (
+        docker
+        and subprocess.run([docker, "compose", "version"], capture_output=True).returncode == 0
+    ):
+        return [docker, "compose"]
+    legacy = shutil.which("docker-compose")
+    assert legacy, "docker compose or docker-compose is required (.ci/run installs docker-compose)"
+    return [legacy]
+
+
+def test_compose_config_is_accepted_by_compose(tmp_path: Path) -> None:
+    """`docker compose config` accepts the file (merge keys, conditions, required variables).
+    Compose v1 predates the top-level `name`, so it gets a copy without it."""
+    command = compose_command()
+    path = OPS / "docker-compose.yml"
+    if command[-1].endswith("docker-compose"):
+        data = compose()
+        del data["name"]
+        path = tmp_path / "docker-compose.yml"
+        path.write_text(yaml.safe_dump(data))
     env = {"JWT_SECRET": "x" * 32, "RABBITMQ_PASSWORD": "p", "GRAFANA_ADMIN_PASSWORD": "p"}
     result = subprocess.run(
-        [docker, "compose", "-f", str(OPS / "docker-compose.yml"), "config", "--quiet"],
+        [*command, "-f", str(path), "config", "--quiet"],
         capture_output=True,
         text=True,
         timeout=60,
-        env={**env, "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)},
+        env={**env, "PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": str(tmp_path)},
     )
     assert result.returncode == 0, result.stderr
 
 
-def k8s_documents() -> list[dict[str, Any]]:
-    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
-    docs = []
-    for resource in kustomization["resources"]:
-        docs += [d for d in yaml.safe_load_all((K8S / resource).read_text()) if d]
-    return docs
+def test_compose_redis_has_a_memory_limit_and_alerts_reach_alertmanager() -> None:
+    """noeviction comes with maxmemory (refused writes, not an OOM kill); Prometheus sends
+    alerts to the compose Alertmanager, whose config amtool accepts."""
+    services = compose()["services"]
+    command = services["redis"]["command"]
+    assert command[command.index("--maxmemory-policy") + 1] == "noeviction"
+    assert command[command.index("--maxmemory") + 1].endswith(("mb", "gb"))
+    assert "./alertmanager:/etc/alertmanager:ro" in services["alertmanager"]["volumes"]
+    config = yaml.safe_load((OPS / "prometheus" / "prometheus.yml").read_text())
+    targets = config["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert targets == ["alertmanager:9093"]
+    amtool = shutil.which("amtool")
+    assert amtool, "amtool is required (Debian package prometheus-alertmanager; .ci/run)"
+    checked = subprocess.run(
+        [amtool, "check-config", str(OPS / "alertmanager" / "alertmanager.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
 
 
-def deployments() -> dict[str, dict[str, Any]]:
-    return {d["metadata"]["name"]: d for d in k8s_documents() if d["kind"] == "Deployment"}
+VARIANTS = ("", "monitoring", "keda")
+
+
+@functools.cache
+def rendered(variant: str = "") -> tuple[dict[str, Any], ...]:
+    """`kubectl kustomize ops/k8s[/variant]`: the objects a cluster would get."""
+    kubectl = shutil.which("kubectl")
+    assert kubectl, "kubectl is required to render ops/k8s (it renders kustomizations offline)"
+    result = subprocess.run(
+        [kubectl, "kustomize", str(K8S / variant)], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    return tuple(d for d in yaml.safe_load_all(result.stdout) if d)
+
+
+def k8s_documents(variant: str = "") -> list[dict[str, Any]]:
+    return list(rendered(variant))
+
+
+def of_kind(kind: str, variant: str = "") -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in rendered(variant) if d["kind"] == kind}
+
+
+def deployments(variant: str = "") -> dict[str, dict[str, Any]]:
+    return of_kind("Deployment", variant)
+
+
+def pod_labels(variant: str = "") -> dict[str, dict[str, str]]:
+    return {n: d["spec"]["template"]["metadata"]["labels"] for n, d in deployments(variant).items()}
+
+
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return selector.items() <= labels.items()
 
 
 def test_k8s_deployments_run_each_kind_with_probes_and_graceful_stop() -> None:
-    """Worker, gateway and bridge: probes on a declared port, a grace period, non-root."""
+    """Worker, gateway and bridge: liveness on /livez (a Redis outage restarts nothing),
+    readiness on /readyz, a startupProbe for slow starts, a grace period, non-root."""
     found = deployments()
     args = {
         name: d["spec"]["template"]["spec"]["containers"][0]["args"] for name, d in found.items()
@@ -225,15 +283,16 @@ def test_k8s_deployments_run_each_kind_with_probes_and_graceful_stop() -> None:
         "streamer-gateway": ["gateway"],
         "streamer-bridge-rabbitmq": ["bridge", "rabbitmq"],
     }
+    paths = {"startupProbe": "/livez", "livenessProbe": "/livez", "readinessProbe": "/readyz"}
     for name, deployment in found.items():
         pod = deployment["spec"]["template"]["spec"]
         assert pod["terminationGracePeriodSeconds"] >= 30, name
         assert pod["securityContext"]["runAsNonRoot"] is True, name
         (container,) = pod["containers"]
         ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-        for probe in ("readinessProbe", "livenessProbe"):
+        for probe, path in paths.items():
             check = container[probe]["httpGet"]
-            assert check["path"] == "/healthz" and check["port"] in ports, f"{name} {probe}"
+            assert check["path"] == path and check["port"] in ports, f"{name} {probe}"
         assert container["securityContext"]["allowPrivilegeEscalation"] is False
         annotations = deployment["spec"]["template"]["metadata"]["annotations"]
         assert int(annotations["prometheus.io/port"]) in ports.values(), name
@@ -243,51 +302,116 @@ def test_k8s_deployments_run_each_kind_with_probes_and_graceful_stop() -> None:
 
 def test_k8s_secrets_are_references_only() -> None:
     """Credentials come from secretKeyRef; no manifest holds a Secret or a literal value."""
-    docs = k8s_documents()
-    assert not [d for d in docs if d["kind"] == "Secret"]
-    for deployment in deployments().values():
-        for container in deployment["spec"]["template"]["spec"]["containers"]:
-            for var in container.get("env", []):
-                if SECRET_NAME.search(var["name"]):
-                    assert "secretKeyRef" in var["valueFrom"], var["name"]
-    for config in (d for d in docs if d["kind"] == "ConfigMap"):
-        assert not [k for k in config["data"] if SECRET_NAME.search(k)]
+    for variant in VARIANTS:
+        docs = k8s_documents(variant)
+        assert not [d for d in docs if d["kind"] == "Secret"]
+        for deployment in deployments(variant).values():
+            for container in deployment["spec"]["template"]["spec"]["containers"]:
+                for var in container.get("env", []):
+                    if SECRET_NAME.search(var["name"]):
+                        assert "secretKeyRef" in var["valueFrom"], var["name"]
+        for config in (d for d in docs if d["kind"] == "ConfigMap"):
+            assert not [k for k in config["data"] if SECRET_NAME.search(k)]
 
 
 def test_k8s_gateway_service_and_disruption_budgets_select_their_pods() -> None:
     """The gateway Service and each PodDisruptionBudget select existing pods and ports."""
-    docs = k8s_documents()
-    pods = {n: d["spec"]["template"]["metadata"]["labels"] for n, d in deployments().items()}
-    (service,) = [d for d in docs if d["kind"] == "Service"]
-    assert service["spec"]["selector"].items() <= pods["streamer-gateway"].items()
+    pods = pod_labels()
+    service = of_kind("Service")["streamer-gateway"]
+    assert selects(service["spec"]["selector"], pods["streamer-gateway"])
     gateway = deployments()["streamer-gateway"]["spec"]["template"]["spec"]["containers"][0]
     assert service["spec"]["ports"][0]["targetPort"] in {p["name"] for p in gateway["ports"]}
-    budgets = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
     covered = {
         name
-        for b in budgets
+        for b in of_kind("PodDisruptionBudget").values()
         for name, labels in pods.items()
-        if b["spec"]["selector"]["matchLabels"].items() <= labels.items()
+        if selects(b["spec"]["selector"]["matchLabels"], labels)
     }
     assert {"streamer-worker", "streamer-gateway"} <= covered
 
 
-def test_k8s_kustomization_builds_when_kubectl_is_available() -> None:
-    """`kubectl kustomize` renders the same objects the manifests declare (when installed)."""
-    kinds = sorted(d["kind"] for d in k8s_documents())
-    assert kinds.count("Deployment") == 3
-    kubectl = shutil.which("kubectl")
-    if kubectl is None:
-        return
-    result = subprocess.run(
-        [kubectl, "kustomize", str(K8S)], capture_output=True, text=True, timeout=60
-    )
-    assert result.returncode == 0, result.stderr
-    rendered = [d for d in yaml.safe_load_all(result.stdout) if d]
-    assert sorted(d["kind"] for d in rendered) == kinds
-    assert {d["metadata"].get("namespace") for d in rendered if d["kind"] != "Namespace"} == {
-        "streamer"
+def test_k8s_variants_render_into_one_namespace() -> None:
+    """ops/k8s, ops/k8s/monitoring and ops/k8s/keda render; everything is namespaced
+    `streamer` and labelled part-of creativeflow; only the variants add their kinds."""
+    kinds = {v: sorted(d["kind"] for d in rendered(v)) for v in VARIANTS}
+    assert kinds[""].count("Deployment") == 3
+    assert set(kinds["monitoring"]) - set(kinds[""]) == {"ServiceMonitor", "PrometheusRule"}
+    assert set(kinds["keda"]) ^ set(kinds[""]) == {"ScaledObject", "HorizontalPodAutoscaler"}
+    for variant in VARIANTS:
+        for doc in rendered(variant):
+            if doc["kind"] != "Namespace":
+                assert doc["metadata"].get("namespace") == "streamer", (variant, doc["kind"])
+            assert doc["metadata"]["labels"]["app.kubernetes.io/part-of"] == "creativeflow"
+
+
+def test_k8s_worker_autoscaling_targets_the_worker_on_an_exported_metric() -> None:
+    """The HPA (and, in the KEDA variant, the ScaledObject) scale the worker Deployment on
+    the lag the workers export, within what partitions can use."""
+    (hpa,) = of_kind("HorizontalPodAutoscaler").values()
+    assert hpa["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": "streamer-worker",
     }
+    (metric,) = hpa["spec"]["metrics"]
+    assert metric["external"]["metric"]["name"] in all_metrics()
+    assert 1 <= hpa["spec"]["minReplicas"] <= hpa["spec"]["maxReplicas"] <= 16
+    (scaled,) = of_kind("ScaledObject", "keda").values()
+    assert scaled["spec"]["scaleTargetRef"]["name"] in deployments("keda")
+    (trigger,) = scaled["spec"]["triggers"]
+    assert re.findall(r"streamer_\w+", trigger["metadata"]["query"]) == [
+        "streamer_stream_lag_entries"
+    ]
+
+
+def test_k8s_network_policies_let_each_kind_serve_and_reach_only_what_it_needs() -> None:
+    """Every Deployment's pods have a policy for both directions; ingress names only ports
+    the pod declares; egress allows DNS and Redis (and AMQP for the bridge, HTTPS for the
+    worker's push providers)."""
+    pods = pod_labels()
+    policies = of_kind("NetworkPolicy")
+    for name, labels in pods.items():
+        (policy,) = [
+            p for p in policies.values() if selects(p["spec"]["podSelector"]["matchLabels"], labels)
+        ]
+        assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+        container = deployments()[name]["spec"]["template"]["spec"]["containers"][0]
+        declared = {p["name"] for p in container["ports"]}
+        ingress = {port["port"] for rule in policy["spec"]["ingress"] for port in rule["ports"]}
+        assert ingress <= declared and ingress, name
+        egress = {port["port"] for rule in policy["spec"]["egress"] for port in rule["ports"]}
+        assert {53, 6379} <= egress, name
+    worker = policies["streamer-worker"]["spec"]["egress"]
+    assert 443 in {p["port"] for rule in worker for p in rule["ports"]}
+    bridge = policies["streamer-bridge-rabbitmq"]["spec"]["egress"]
+    assert 5672 in {p["port"] for rule in bridge for p in rule["ports"]}
+
+
+def test_k8s_service_monitor_scrapes_every_process_kind() -> None:
+    """The ServiceMonitor selects the headless metrics Service, which covers every pod
+    (unready ones too) on the port each kind serves /metrics on."""
+    (monitor,) = of_kind("ServiceMonitor", "monitoring").values()
+    services = [
+        s
+        for s in of_kind("Service", "monitoring").values()
+        if selects(monitor["spec"]["selector"]["matchLabels"], s["metadata"]["labels"])
+    ]
+    (service,) = services
+    assert service["spec"]["clusterIP"] == "None"
+    assert service["spec"]["publishNotReadyAddresses"] is True
+    ports = {p["name"]: p["targetPort"] for p in service["spec"]["ports"]}
+    assert {e["port"] for e in monitor["spec"]["endpoints"]} == set(ports)
+    for name, labels in pod_labels("monitoring").items():
+        assert selects(service["spec"]["selector"], labels), name
+        container = deployments("monitoring")[name]["spec"]["template"]["spec"]["containers"][0]
+        assert {p["name"] for p in container["ports"]} & set(ports.values()), name
+
+
+def test_k8s_prometheus_rule_carries_the_alerts_of_alerts_yml() -> None:
+    """The PrometheusRule's groups are exactly ops/prometheus/alerts.yml's."""
+    (rule,) = of_kind("PrometheusRule", "monitoring").values()
+    alerts = yaml.safe_load((OPS / "prometheus" / "alerts.yml").read_text())
+    assert rule["spec"]["groups"] == alerts["groups"]
 
 
 def test_compose_and_k8s_commands_are_streamer_commands() -> None:

@@ -147,3 +147,45 @@ def test_prometheus_scrapes_every_streamer_process_of_compose() -> None:
             assert f"{name}:{service['environment']['METRICS_PORT']}" in targets, name
         if command == ["gateway"]:
             assert f"{name}:{service['environment']['GATEWAY_PORT']}" in targets, name
+
+
+def alert_tests() -> list[dict[str, Any]]:
+    cases = yaml.safe_load((PROMETHEUS / "alerts_test.yml").read_text())["tests"]
+    return [check for case in cases for check in case["alert_rule_test"]]
+
+
+def test_every_alert_has_a_unit_test_that_fires_it() -> None:
+    """alerts_test.yml makes each alert of alerts.yml fire at least once (and promtool runs
+    it: test_alert_unit_tests_pass)."""
+    firing = {check["alertname"] for check in alert_tests() if check.get("exp_alerts")}
+    assert {rule["alert"] for rule in alert_rules()} - firing == set()
+
+
+def runbook_anchors() -> set[str]:
+    """GitHub's anchors of the runbook's section headings."""
+    text = (REPO_ROOT / "docs" / "runbooks.md").read_text()
+    headings = re.findall(r"^#{2,3} (.+)$", text, re.M)
+    return {re.sub(r"[^\w\- ]", "", h).strip().lower().replace(" ", "-") for h in headings}
+
+
+def test_every_alert_links_its_runbook_section() -> None:
+    """Each alert's runbook_url is docs/runbooks.md#<a section that exists>."""
+    anchors = runbook_anchors()
+    for rule in alert_rules():
+        url = rule["annotations"]["runbook_url"]
+        path, _, anchor = url.partition("#")
+        assert path == "docs/runbooks.md" and anchor in anchors, f"{rule['alert']}: {url}"
+
+
+def test_alerts_and_panels_do_not_depend_on_scrape_job_names() -> None:
+    """Under Kubernetes annotation scraping or ServiceMonitors the compose job names do not
+    exist: process kinds are found by streamer_build_info{component=…}."""
+    exprs = [rule["expr"] for rule in alert_rules()]
+    exprs += [t["expr"] for p in dashboard_panels() for t in p["targets"]]
+    assert not [e for e in exprs if "job=" in e.replace(" ", "")]
+    presence = [
+        r["expr"]
+        for r in alert_rules()
+        if r["alert"] in ("StreamerNoLiveWorker", "StreamerNoGateway")
+    ]
+    assert all("streamer_build_info{component=" in e for e in presence)

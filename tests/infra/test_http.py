@@ -1,10 +1,14 @@
-"""The /metrics and /healthz endpoint of worker and bridges, and its health tracker."""
+"""The /metrics and probe endpoint of worker and bridges (/livez, /readyz, /healthz), its
+health tracker, and what a registered process exposes."""
 
 from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from streamer.infra import metrics
+from streamer.infra.errors import StartupError
 from streamer.infra.http import HealthTracker, parse_request_line, render, serve_metrics
 
 
@@ -78,3 +82,51 @@ async def test_endpoint_serves_metrics_health_and_404() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+def test_readiness_follows_current_failures_liveness_never_does() -> None:
+    """/readyz fails while a dependency is failing now (no threshold); /livez always answers
+    200, so a Redis outage never gets a process restarted; /healthz keeps its threshold."""
+    clock = FakeClock()
+    health = HealthTracker(threshold_s=30, clock=clock)
+    health.failed("redis")
+    assert render("/readyz", health).startswith(b"HTTP/1.1 503 ")
+    assert render("/livez", health).startswith(b"HTTP/1.1 200 ")
+    assert render("/healthz", health).startswith(b"HTTP/1.1 200 ")
+    clock.now += 31
+    assert render("/healthz", health).startswith(b"HTTP/1.1 503 ")
+    assert render("/livez", health).startswith(b"HTTP/1.1 200 ")
+    health.ok("redis")
+    assert render("/readyz", health).startswith(b"HTTP/1.1 200 ")
+
+
+async def test_a_taken_port_is_a_startup_error_naming_the_variable() -> None:
+    """Binding a port someone else holds fails with one StartupError naming the variable."""
+    holder = await serve_metrics("127.0.0.1", 0, lambda: (True, "ok\n"))
+    port = holder.sockets[0].getsockname()[1]
+    try:
+        with pytest.raises(
+            StartupError, match=rf"^METRICS_PORT: cannot listen on 127.0.0.1:{port}"
+        ):
+            await serve_metrics("127.0.0.1", port, lambda: (True, "ok\n"))
+    finally:
+        holder.close()
+        await holder.wait_closed()
+
+
+def test_a_registered_process_exposes_only_what_it_owns() -> None:
+    """After register("gateway") the exposition has the gateway's metrics and its build
+    info, never the worker's stream lag (a gateway must not report a reassuring 0)."""
+    try:
+        metrics.register("gateway")
+        text = metrics.exposition().decode()
+        assert "streamer_gateway_open_sockets" in text
+        assert 'streamer_build_info{component="gateway",version=' in text
+        assert "streamer_stream_lag_entries" not in text
+        assert "streamer_worker_" not in text
+        metrics.register("worker")
+        text = metrics.exposition().decode()
+        assert "streamer_stream_lag_entries" in text and "streamer_push_sent_total" in text
+        assert "streamer_gateway_" not in text
+    finally:
+        metrics.expose_everything()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from bridges.settings import RabbitSettings
 from streamer.infra.errors import ConfigError
 from streamer.infra.settings import Env
 from streamer.worker.settings import WorkerSettings
@@ -40,3 +41,21 @@ def test_bool_parsing_is_strict() -> None:
     assert Env({"X": "0"}).bool("X", True) is False
     with pytest.raises(ConfigError, match=r"^X:"):
         Env({"X": "maybe"}).bool("X", False)
+
+
+@pytest.mark.parametrize("default", [True, False])
+def test_empty_bool_means_unset(default: bool) -> None:
+    """An empty boolean is unset (its default), as for every other reader; it never means
+    false."""
+    assert Env({"X": ""}).bool("X", default) is default
+    assert Env({"X": "  "}).bool("X", default) is default
+
+
+def test_empty_declare_queues_keeps_declaring() -> None:
+    """`RABBITMQ_DECLARE_QUEUES=` keeps the default (declare), not passive queues."""
+
+    def declare(value: str) -> bool:
+        return RabbitSettings.from_env(Env({"RABBITMQ_DECLARE_QUEUES": value})).declare_queues
+
+    assert declare("") is True
+    assert declare("false") is False

@@ -20,10 +20,18 @@ def free_port() -> int:
 
 
 class RedisServer:
-    def __init__(self, workdir: Path, port: int | None = None, *, appendonly: bool = False) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        port: int | None = None,
+        *,
+        appendonly: bool = False,
+        unixsocket: Path | None = None,
+    ) -> None:
         self.workdir = workdir
         self.port = port or free_port()
         self.appendonly = appendonly
+        self.unixsocket = unixsocket  # also listen there (unix:// URLs)
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -49,6 +57,7 @@ class RedisServer:
                 str(self.workdir),
                 "--logfile",
                 str(self.workdir / "redis.log"),
+                *(["--unixsocket", str(self.unixsocket)] if self.unixsocket else []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

@@ -20,9 +20,8 @@ from streamer.infra.redis import REDIS_ERRORS, connect
 from streamer.infra.settings import Env, RedisSettings
 from streamer.ops.replay import runner
 from streamer.ops.replay.entries import EntryFilter, summary
-from streamer.ops.replay.ids import BadInput, describe, parse_range
+from streamer.ops.replay.ids import BadInput, describe, format_bound, parse_range
 from streamer.ops.replay.interrupt import stop_on_interrupt
-from streamer.ops.replay.progress import progress_output
 from streamer.ops.replay.runner import ReplayPlan, ReplayState
 
 EXIT_BAD_INPUT = 2
@@ -81,7 +80,7 @@ def plan_from_args(args: argparse.Namespace, keys: Keys, now_ms: int) -> ReplayP
 
 def resume_command(args: argparse.Namespace, resume: StreamId, end: StreamId) -> str:
     """The command line that continues an interrupted replay where it stopped."""
-    words = ["streamer", "replay", "--from", str(resume), "--to", str(end)]
+    words = ["streamer", "replay", "--from", format_bound(resume), "--to", format_bound(end)]
     options = (
         ("--source", args.source), ("--user", args.user), ("--event-type", args.event_type),
         ("--channel", args.channel), ("--rate", args.rate),
@@ -115,6 +114,8 @@ async def replay_command(
         f" into {plan.target}{' (dry run)' if plan.dry_run else ''}",
         file=err,
     )
+    from streamer.ops.replay.progress import progress_output  # rich: only when replaying
+
     state, started = ReplayState(), time.monotonic()
     progress = progress_output(err, estimate, "matched" if plan.dry_run else "written")
     try:
@@ -195,6 +196,3 @@ def handle(args: argparse.Namespace) -> int:
         return uvloop.run(main())
     except asyncio.CancelledError:  # aborted before the replay began
         return EXIT_INTERRUPTED
-    except REDIS_ERRORS as exc:
-        print(f"streamer replay: redis error: {exc}", file=sys.stderr)
-        return 1

@@ -73,16 +73,36 @@ def parse_range(start: str, end: str, now_ms: int) -> tuple[StreamId, StreamId]:
     low = parse_bound(start, end=False, now_ms=now_ms)
     high = parse_bound(end, end=True, now_ms=now_ms)
     if low > high:
-        raise BadInput(f"reversed range: --from {start} ({low}) is after --to {end} ({high})")
+        raise BadInput(
+            f"reversed range: --from {start} ({describe(low)}) is after --to {end} "
+            f"({describe(high)})"
+        )
+    if low.ms > now_ms:
+        raise BadInput(f"--from {start} ({describe(low)}) is in the future: nothing to replay")
     return low, high
 
 
+def format_bound(entry_id: StreamId) -> str:
+    """A bound as an operator types it (and ``parse_bound`` reads it back): ``-``, ``+`` or a
+    bare ``ms`` for a whole millisecond; never an internal sentinel (``…-18446744073709551615``)."""
+    if entry_id == MIN_ID:
+        return "-"
+    if entry_id == MAX_ID:
+        return "+"
+    if entry_id.seq == MAX_PART:
+        return str(entry_id.ms)
+    return str(entry_id)
+
+
 def describe(entry_id: StreamId) -> str:
-    """An id with its time in UTC, for humans checking what a range covers."""
-    if entry_id == MIN_ID or entry_id.ms >= MAX_PART:
-        return str(entry_id)
+    """A bound with its time in UTC, for humans checking what a range covers."""
+    text = format_bound(entry_id)
+    if entry_id == MIN_ID:
+        return f"{text} (the oldest entry)"
+    if entry_id.ms >= MAX_PART:
+        return f"{text} (the newest entry)"
     try:
         moment = _EPOCH + timedelta(milliseconds=entry_id.ms)
     except OverflowError:
-        return str(entry_id)
-    return f"{entry_id} ({moment.isoformat(timespec='milliseconds').replace('+00:00', 'Z')})"
+        return text
+    return f"{text} ({moment.isoformat(timespec='milliseconds').replace('+00:00', 'Z')})"

@@ -1,4 +1,8 @@
-"""`streamer bridge rabbitmq` and `streamer bridge pubsub`."""
+"""`streamer bridge rabbitmq` and `streamer bridge pubsub`: registration only.
+
+The ``bridges`` package is imported when a bridge command runs, never to build the parser,
+so ``streamer --help`` (and every other command) does not load pika or the bridges.
+"""
 
 from __future__ import annotations
 
@@ -24,12 +28,18 @@ def register(sub: Any) -> None:
 def handle_rabbitmq(args: argparse.Namespace) -> int:
     from bridges.process import run_rabbitmq
     from bridges.settings import RabbitSettings
+    from streamer.infra import metrics
 
-    return run_rabbitmq(RabbitSettings.from_env(Env()))
+    settings = RabbitSettings.from_env(Env())
+    metrics.register("bridge-rabbitmq")
+    return run_rabbitmq(settings)
 
 
 def handle_pubsub(args: argparse.Namespace) -> int:
     from bridges.process import run_pubsub
     from bridges.settings import PubSubSettings
+    from streamer.infra import metrics
 
-    return run_pubsub(PubSubSettings.from_env(Env()))
+    settings = PubSubSettings.from_env(Env())
+    metrics.register("bridge-pubsub")
+    return run_pubsub(settings)
