@@ -73,6 +73,7 @@ class Worker:
         self._held: dict[int, StreamConsumer] = {}  # position in self._units -> consumer
         self._taking_over: set[int] = set()  # held units still draining old pending entries
         self._leaving: dict[int, asyncio.Task[None]] = {}  # units being handed over
+        self._renewed_at = 0.0
         self._groups_seen: set[str] = set()  # streams whose group this process saw exist
         self._batch_lock = asyncio.Lock()  # units change hands between batches, never during
         self._changed = asyncio.Event()
@@ -101,8 +102,12 @@ class Worker:
         if not batch:
             return 0
         async with self._batch_lock:
+            # A unit given back while this batch was being read: its entries stay pending,
+            # for its new owner (who takes them over before reading anything new).
+            batch = [e for e in batch if self._consumer_of(e.unit) is not None]
             started = time.perf_counter()
-            await self._handle(batch)
+            if batch:
+                await self._handle(batch)
             metrics.BATCH_DURATION.observe(time.perf_counter() - started)
         return len(batch)
 
@@ -279,6 +284,7 @@ class Worker:
         share = assign(len(self._units), live, self.name)
         held = [*self._held, *self._leaving]
         renewed = await self._leases.renew(self._lease_keys(held))
+        self._note_renewal(time.monotonic())
         for position, kept in zip(held, renewed, strict=True):
             if not kept:
                 self._drop(self._units[position], "lost")
@@ -290,6 +296,13 @@ class Worker:
             if how:
                 await self._take(position, graceful=how == HANDED_OVER)
         metrics.PARTITIONS_OWNED.set(len(self._held))
+
+    def _note_renewal(self, now: float) -> None:
+        gap_ms = (now - self._renewed_at) * 1000 if self._renewed_at else 0.0
+        self._renewed_at = now
+        if gap_ms > self._settings.ownership.lease_ttl_ms / 2:
+            # A starved or blocked process: its leases nearly (or did) run out.
+            log.warning("leases renewed %.0f ms after the previous renewal", gap_ms)
 
     def _lease_keys(self, positions: list[int]) -> list[str]:
         return [self._units[p].lease for p in positions]
