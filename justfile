@@ -35,6 +35,10 @@ up *ARGS: setup
 test *ARGS: setup
     {{venv}}/bin/pytest {{ARGS}}
 
+# Fault-injection scenarios against real processes (minutes); figures in RELIABILITY.md
+chaos *ARGS: setup
+    {{venv}}/bin/pytest -m chaos tests/chaos {{ARGS}}
+
 # Lint and type-check: ruff + mypy --strict
 lint: setup
     {{venv}}/bin/ruff check streamer bridges tests
