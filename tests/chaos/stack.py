@@ -1,0 +1,177 @@
+"""The processes of one chaos scenario, and what the scenario learns from them.
+
+A Stack owns a private redis-server and every `streamer` process the scenario starts
+(workers, gateways, bridges). A process that exits without the scenario having stopped or
+killed it is a *crash*; ``crashes()`` names each with the end of its log. At the end every
+process is stopped and every queue the scenario declared is deleted.
+
+Scenarios observe the system as an operator would: ``streamer status --json`` for lag and
+pending entries, ``streamer dlq list`` for dead letters, sockets for deliveries; never the
+key layout, which is changing (partitioned ingress).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from tests.support.gateway import GatewayProcess
+from tests.support.load import Figures
+from tests.support.polling import wait_for
+from tests.support.processes import StreamerProcess, run_streamer
+from tests.support.servers import RedisServer, streamer_env
+
+# Short timings so a fault and its recovery fit in seconds: a gateway silent for 3 s is
+# dead to the workers, claims of a dead worker's entries after 1.5 s.
+TIMINGS = {
+    "GATEWAY_HEARTBEAT_MS": "500",
+    "GATEWAY_DEAD_AFTER_MS": "3000",
+    "BLOCK_MS": "200",
+    "CLAIM_IDLE_MS": "1500",
+    "RETRY_BASE_MS": "100",
+    "READ_COUNT": "200",
+    "BRIDGE_BACKOFF_BASE_MS": "50",
+    "BRIDGE_BACKOFF_MAX_MS": "1000",
+    "LOG_LEVEL": "info",
+}
+
+P = TypeVar("P", bound=StreamerProcess)
+
+_DLQ_ROW = re.compile(r"^(\d+-\d+)\s+(\S+)\s+deliveries=\S*\s+source=(\S+)")
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    id: str
+    reason: str
+    source_id: str
+
+
+class Stack:
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir
+        self.redis = RedisServer(workdir / "redis")
+        self._processes: list[tuple[str, StreamerProcess]] = []
+        self._intended: set[int] = set()  # pids the scenario stopped or killed itself
+        self._cleanups: list[Callable[[], None]] = []
+        self.figures: Figures | None = None
+        self.notes: list[str] = []
+
+    # --- starting -------------------------------------------------------------------------
+
+    def start_redis(self, *, appendonly: bool = False) -> RedisServer:
+        self.redis = RedisServer(self.workdir / "redis", appendonly=appendonly).start()
+        return self.redis
+
+    def env(self, redis_url: str | None = None, **extra: str) -> dict[str, str]:
+        return streamer_env(redis_url or self.redis.url, **{**TIMINGS, **extra})
+
+    def worker(self, name: str, *, redis_url: str | None = None, **extra: str) -> StreamerProcess:
+        env = self.env(redis_url, WORKER_ID=name, **extra)
+        return self._track(name, StreamerProcess(["worker"], env, self._log(name)).start())
+
+    def gateway(
+        self, name: str, *, redis_url: str | None = None, start: bool = True, **extra: str
+    ) -> GatewayProcess:
+        """A gateway process with id ``name``; healthy when this returns, unless ``start``
+        is False (then the scenario starts it and judges the outcome)."""
+        settings = {**TIMINGS, **extra}
+        gateway = GatewayProcess(redis_url or self.redis.url, name, self.workdir, **settings)
+        self._track(name, gateway)
+        return gateway.start() if start else gateway
+
+    def bridge(self, kind: str, name: str, *, env: dict[str, str] | None = None) -> StreamerProcess:
+        """``streamer bridge rabbitmq|pubsub`` with ``env`` (default: this stack's)."""
+        process = StreamerProcess(["bridge", kind], env or self.env(), self._log(name))
+        return self._track(name, process.start())
+
+    def process(self, name: str, process: StreamerProcess) -> StreamerProcess:
+        """Track a process started some other way (e.g. under faketime)."""
+        return self._track(name, process)
+
+    def on_close(self, cleanup: Callable[[], None]) -> None:
+        self._cleanups.append(cleanup)
+
+    def _track(self, name: str, process: P) -> P:
+        self._processes.append((name, process))
+        return process
+
+    def _log(self, name: str) -> Path:
+        return self.workdir / f"{name}.log"
+
+    # --- faults ---------------------------------------------------------------------------
+
+    def kill(self, process: StreamerProcess) -> None:
+        """SIGKILL, as the scenario's fault (not a crash)."""
+        self._intended.add(process.pid)
+        process.kill()
+
+    def stop(self, process: StreamerProcess) -> int:
+        """SIGTERM and wait; the exit code."""
+        self._intended.add(process.pid)
+        return process.stop()
+
+    def pause(self, process: StreamerProcess) -> None:
+        process.signal(signal.SIGSTOP)
+
+    def resume(self, process: StreamerProcess) -> None:
+        process.signal(signal.SIGCONT)
+
+    def may_exit(self, process: StreamerProcess) -> None:
+        """This process exiting is an outcome the scenario judges itself, not a crash."""
+        if process.popen is not None:
+            self._intended.add(process.pid)
+
+    def crashes(self) -> list[str]:
+        """Processes that exited although the scenario never stopped them, with their logs."""
+        found = []
+        for name, process in self._processes:
+            popen = process.popen
+            if popen is None or popen.poll() is None or popen.pid in self._intended:
+                continue
+            found.append(f"{name} exited with {popen.returncode}:\n{process.output(1500)}")
+        return found
+
+    # --- observing ------------------------------------------------------------------------
+
+    def command(self, *args: str, env: dict[str, str] | None = None) -> str:
+        """A one-shot `streamer` command against this stack; its stdout (must exit 0 or 1)."""
+        result = run_streamer(list(args), env or self.env())
+        assert result.returncode in (0, 1), f"streamer {' '.join(args)}: {result.stderr}"
+        return result.stdout
+
+    def status(self, env: dict[str, str] | None = None) -> dict[str, Any]:
+        report: dict[str, Any] = json.loads(self.command("status", "--json", env=env))
+        return report
+
+    def settled(self, within_s: float = 30.0) -> None:
+        """Until every stream entry was read and acked: nothing left to deliver."""
+
+        def idle() -> bool:
+            stream = self.status().get("stream") or {}
+            return stream.get("lag") == 0 and stream.get("pending") == 0
+
+        wait_for(idle, timeout=within_s, interval=0.2, what="no lag and nothing pending")
+
+    def dead_letters(self) -> list[DeadLetter]:
+        out = self.command("dlq", "list", "--limit", "1000000")
+        rows = (_DLQ_ROW.match(line) for line in out.splitlines())
+        return [DeadLetter(*row.groups()) for row in rows if row]
+
+    # --- the end --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        for _, process in reversed(self._processes):
+            if process.running():
+                with contextlib.suppress(OSError):
+                    process.signal(signal.SIGCONT)  # a paused process would ignore TERM
+                    process.stop(timeout=5)
+        self.redis.stop()
+        for cleanup in self._cleanups:
+            cleanup()
