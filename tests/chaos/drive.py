@@ -23,6 +23,7 @@ from typing import Any
 
 from tests.chaos.stack import Stack
 from tests.support.load import Figures, Plan, Ports, Produced, Receivers, Sink, produce
+from tests.support.polling import eventually
 
 Fault = Callable[[Produced], Coroutine[Any, Any, None]]
 
@@ -73,6 +74,11 @@ async def drive(
     stack.figures = figures
     stack.notes.append(_closes(closes))
     return Outcome(figures, produced, closes)
+
+
+async def reached(produced: Produced, count: int, within_s: float = 60.0) -> None:
+    """Until the producer has had ``count`` events accepted: a point in the run to strike at."""
+    await eventually(lambda: produced.total >= count, within_s=within_s, what=f"{count} produced")
 
 
 async def _settle(stack: Stack) -> None:

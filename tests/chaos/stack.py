@@ -66,8 +66,16 @@ class Stack:
     # --- starting -------------------------------------------------------------------------
 
     def start_redis(self, *, appendonly: bool = False) -> RedisServer:
+        """(Re)start this stack's redis-server, empty; call before starting processes."""
+        self.redis.stop()
         self.redis = RedisServer(self.workdir / "redis", appendonly=appendonly).start()
         return self.redis
+
+    def other_redis(self, name: str) -> RedisServer:
+        """One more private redis-server (e.g. a Pub/Sub source), stopped at the end."""
+        server = RedisServer(self.workdir / name).start()
+        self.on_close(server.stop)
+        return server
 
     def env(self, redis_url: str | None = None, **extra: str) -> dict[str, str]:
         return streamer_env(redis_url or self.redis.url, **{**TIMINGS, **extra})

@@ -6,18 +6,13 @@ import asyncio
 
 import pytest
 
-from tests.chaos.drive import drive, expect_clean
+from tests.chaos.drive import drive, expect_clean, reached
 from tests.chaos.stack import Stack
 from tests.support.load import Plan, Produced, RabbitSink, StreamSink
-from tests.support.polling import eventually, wait_for
+from tests.support.polling import wait_for
 from tests.support.processes import StreamerProcess
 
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
-
-
-async def reached(produced: Produced, count: int) -> None:
-    """Until the producer has had ``count`` events accepted (a point in the run)."""
-    await eventually(lambda: produced.total >= count, within_s=60, what=f"{count} produced")
 
 
 def holds_pending(stack: Stack, name: str) -> bool:
