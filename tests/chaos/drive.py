@@ -73,6 +73,7 @@ async def drive(
     closes = receivers.closes()
     stack.figures = figures
     stack.notes.append(_closes(closes))
+    stack.notes.append(f"slowest delivery {figures.max_delay_s:.1f} s")
     return Outcome(figures, produced, closes)
 
 

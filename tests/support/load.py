@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import json
 import time
 import uuid
@@ -76,7 +77,8 @@ class Plan:
         return self.users * self.events_per_user
 
     def event(self, user: str, seq: int) -> Event:
-        data: dict[str, Any] = {"seq": seq}
+        # at_ms: when the event was produced (one host, one clock): the delivery delay.
+        data: dict[str, Any] = {"seq": seq, "at_ms": int(time.time() * 1000)}
         if self.pad_bytes:
             data["pad"] = "x" * self.pad_bytes
         body: dict[str, Any] = {"user_id": user, "event_type": EVENT_TYPE, "data": data}
@@ -177,13 +179,14 @@ async def produce(
     scenario counts the copies). Fails when they cannot all be sent within ``within_s``."""
     started = time.monotonic()
     chunk_size = max(1, int(plan.rate_per_s / chunks_per_s))
-    events = list(plan.events(first_seq, stop_seq))
-    for offset in range(0, len(events), chunk_size):
-        chunk = events[offset : offset + chunk_size]
+    events = plan.events(first_seq, stop_seq)  # made as they are sent: at_ms is fresh
+    sent = 0
+    while chunk := list(itertools.islice(events, chunk_size)):
         produced.retries += await _send_until_accepted(sink, chunk, started + within_s)
         produced.per_user.update(event.user for event in chunk)
+        sent += len(chunk)
         # Pacing, not synchronisation: the producer holds the plan's rate.
-        ahead_s = started + (offset + len(chunk)) / plan.rate_per_s - time.monotonic()
+        ahead_s = started + sent / plan.rate_per_s - time.monotonic()
         if ahead_s > 0:
             await asyncio.sleep(ahead_s)
     produced.seconds += time.monotonic() - started
@@ -215,6 +218,7 @@ class Figures:
     duplicated: int = 0
     out_of_order: int = 0
     resyncs: int = 0  # recovered: false answers to a resume
+    max_delay_s: float = 0.0  # the longest an event took from producer to client (first copy)
 
     @property
     def clean(self) -> bool:
@@ -228,13 +232,18 @@ class Tally:
         self._frames: dict[str, list[tuple[StreamId, int]]] = collections.defaultdict(list)
         self._seqs: dict[str, set[int]] = collections.defaultdict(set)
         self.resyncs = 0
+        self.max_delay_s = 0.0
 
     def see(self, user: str, frame: dict[str, Any]) -> str:
         """Record one event frame; returns its log id (what a client resumes from)."""
         log_id = str(frame["id"])
         sid = parse_id(log_id)
         assert sid is not None, f"event frame with a malformed id: {frame!r}"
-        seq = int(frame["content"]["seq"])
+        content = frame["content"]
+        seq = int(content["seq"])
+        if seq not in self._seqs[user] and "at_ms" in content:
+            delay_s = time.time() - content["at_ms"] / 1000
+            self.max_delay_s = max(self.max_delay_s, delay_s)
         self._frames[user].append((sid, seq))
         self._seqs[user].add(seq)
         return log_id
@@ -257,7 +266,9 @@ class Tally:
                 newest = sid if newest is None else max(newest, sid)
             lost += len(set(range(count)) - seen)
             duplicated += len(seen - set(range(count)))  # received but never produced
-        return Figures(sum(produced.values()), lost, duplicated, out_of_order, self.resyncs)
+        return Figures(
+            sum(produced.values()), lost, duplicated, out_of_order, self.resyncs, self.max_delay_s
+        )
 
 
 Ports = Callable[[], Sequence[int]]
