@@ -248,6 +248,10 @@ class Tally:
         self._seqs[user].add(seq)
         return log_id
 
+    def received(self, user: str) -> list[int]:
+        """The sequence numbers of ``user``'s frames, in arrival order, copies included."""
+        return [seq for _, seq in self._frames[user]]
+
     def has_all(self, user: str, count: int) -> bool:
         return len(self._seqs[user]) >= count and all(s < count for s in self._seqs[user])
 
