@@ -94,6 +94,11 @@ def _closes(closes: collections.Counter[int]) -> str:
     return f"closes {codes}" if codes else "no closes"
 
 
+def expect_no_crash(stack: Stack) -> None:
+    crashes = stack.crashes()
+    assert not crashes, f"{len(crashes)} processes crashed:\n" + "\n".join(crashes)
+
+
 def expect_clean(stack: Stack) -> None:
     """The scenario's verdict: nothing lost, doubled or reordered, no resync, no crash."""
     crashes = stack.crashes()

@@ -24,7 +24,7 @@ from typing import Any, TypeVar
 from tests.support.gateway import GatewayProcess
 from tests.support.load import Figures
 from tests.support.polling import wait_for
-from tests.support.processes import StreamerProcess, run_streamer
+from tests.support.processes import StreamerProcess, faketime_env, run_streamer
 from tests.support.servers import RedisServer, streamer_env
 
 # Short timings so a fault and its recovery fit in seconds: a gateway silent for 3 s is
@@ -51,6 +51,10 @@ class DeadLetter:
     id: str
     reason: str
     source_id: str
+
+
+def _clock(env: dict[str, str], offset_s: float) -> dict[str, str]:
+    return faketime_env(env, offset_s) if offset_s else env
 
 
 class Stack:
@@ -80,17 +84,33 @@ class Stack:
     def env(self, redis_url: str | None = None, **extra: str) -> dict[str, str]:
         return streamer_env(redis_url or self.redis.url, **{**TIMINGS, **extra})
 
-    def worker(self, name: str, *, redis_url: str | None = None, **extra: str) -> StreamerProcess:
-        env = self.env(redis_url, WORKER_ID=name, **extra)
+    def worker(
+        self,
+        name: str,
+        *,
+        redis_url: str | None = None,
+        clock_offset_s: float = 0,
+        **extra: str,
+    ) -> StreamerProcess:
+        """A worker process with id ``name``, its wall clock ``clock_offset_s`` off."""
+        env = _clock(self.env(redis_url, WORKER_ID=name, **extra), clock_offset_s)
         return self._track(name, StreamerProcess(["worker"], env, self._log(name)).start())
 
     def gateway(
-        self, name: str, *, redis_url: str | None = None, start: bool = True, **extra: str
+        self,
+        name: str,
+        *,
+        redis_url: str | None = None,
+        start: bool = True,
+        clock_offset_s: float = 0,
+        **extra: str,
     ) -> GatewayProcess:
-        """A gateway process with id ``name``; healthy when this returns, unless ``start``
-        is False (then the scenario starts it and judges the outcome)."""
+        """A gateway process with id ``name``, its wall clock ``clock_offset_s`` off;
+        healthy when this returns, unless ``start`` is False (then the scenario starts it
+        and judges the outcome)."""
         settings = {**TIMINGS, **extra}
         gateway = GatewayProcess(redis_url or self.redis.url, name, self.workdir, **settings)
+        gateway.env = _clock(gateway.env, clock_offset_s)
         self._track(name, gateway)
         return gateway.start() if start else gateway
 
@@ -154,7 +174,9 @@ class Stack:
         assert result.returncode in (0, 1), f"streamer {' '.join(args)}: {result.stderr}"
         return result.stdout
 
-    def status(self, env: dict[str, str] | None = None) -> dict[str, Any]:
+    def status(self, *, clock_offset_s: float = 0) -> dict[str, Any]:
+        """`streamer status --json`, run with its wall clock ``clock_offset_s`` off."""
+        env = _clock(self.env(), clock_offset_s)
         report: dict[str, Any] = json.loads(self.command("status", "--json", env=env))
         return report
 
