@@ -253,7 +253,9 @@ class Tally:
         return [seq for _, seq in self._frames[user]]
 
     def has_all(self, user: str, count: int) -> bool:
-        return len(self._seqs[user]) >= count and all(s < count for s in self._seqs[user])
+        """Whether ``user``'s client has received each of 0 … count - 1."""
+        seqs = self._seqs[user]
+        return len(seqs) >= count and all(seq in seqs for seq in range(count))
 
     def figures(self, produced: collections.Counter[str]) -> Figures:
         lost = duplicated = out_of_order = 0
