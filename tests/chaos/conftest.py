@@ -99,8 +99,9 @@ def _row(item: pytest.Item, report: pytest.TestReport, seconds: float) -> Row:
 
 def _first_line(report: pytest.TestReport) -> str:
     crash = getattr(report.longrepr, "reprcrash", None)
-    message = getattr(crash, "message", None) or str(report.longrepr)
-    return message.strip().splitlines()[0][:200] if message.strip() else "failed"
+    message = (getattr(crash, "message", None) or str(report.longrepr)).strip()
+    first = message.splitlines()[0] if message else "failed"
+    return first.removeprefix("AssertionError: ")[:200]
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

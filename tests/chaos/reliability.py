@@ -56,14 +56,15 @@ class Row:
     def markdown(self) -> str:
         f = self.figures
         numbers = ["-"] * 4 if f is None else [f.events, f.lost, f.duplicated, f.out_of_order]
-        result = "pass" if self.passed else f"**FAIL**: {_cell(self.failure)}"
+        result = "pass" if self.passed else f"**FAIL**: {_cell(self.failure, 100)}"
         cells = [self.scenario, result, *numbers, self.crashes, f"{self.seconds:.0f}"]
         cells += [_cell(self.notes), self.run]
         return "| " + " | ".join(str(c) for c in cells) + " |"
 
 
-def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")[:160]
+def _cell(text: str, limit: int = 160) -> str:
+    text = text.replace("|", "\\|").replace("\n", " ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def now() -> str:

@@ -119,10 +119,6 @@ class Stack:
         process = StreamerProcess(["bridge", kind], env or self.env(), self._log(name))
         return self._track(name, process.start())
 
-    def process(self, name: str, process: StreamerProcess) -> StreamerProcess:
-        """Track a process started some other way (e.g. under faketime)."""
-        return self._track(name, process)
-
     def on_close(self, cleanup: Callable[[], None]) -> None:
         self._cleanups.append(cleanup)
 
