@@ -92,7 +92,7 @@ def _row(item: pytest.Item, report: pytest.TestReport, seconds: float) -> Row:
         figures=None if stack is None else stack.figures,
         crashes=0 if stack is None else len(stack.crashes()),
         seconds=seconds,
-        notes="" if stack is None else "; ".join(stack.notes),
+        notes="" if stack is None else "; ".join(stack.problems + stack.notes),
         run=now(),
     )
 

@@ -63,12 +63,14 @@ async def drive(
             await fault_task
         delivered = await receivers.complete(produced, within_s=deliver_s)
         if not delivered:
-            stack.notes.append(f"not every event arrived within {deliver_s:.0f} s")
+            stack.problems.append(f"not every event arrived within {deliver_s:.0f} s")
         await _settle(stack)
     finally:
         await receivers.stop()
         await sink.aclose()
-    await receivers.audit(ports())
+    unaudited = await receivers.audit(ports())
+    if unaudited:
+        stack.problems.append(f"{unaudited} clients could not resume after the run")
     figures = receivers.tally.figures(produced.per_user)
     closes = receivers.closes()
     stack.figures = figures
@@ -86,7 +88,7 @@ async def _settle(stack: Stack) -> None:
     try:
         await asyncio.to_thread(stack.settled)
     except AssertionError as exc:
-        stack.notes.append(f"never settled: {exc}")
+        stack.problems.append(f"never settled ({exc})")
 
 
 def _closes(closes: collections.Counter[int]) -> str:
@@ -95,16 +97,19 @@ def _closes(closes: collections.Counter[int]) -> str:
 
 
 def expect_no_crash(stack: Stack) -> None:
+    """No process crashed, and the run found nothing wrong beyond its figures."""
     crashes = stack.crashes()
     assert not crashes, f"{len(crashes)} processes crashed:\n" + "\n".join(crashes)
+    assert not stack.problems, "; ".join(stack.problems)
 
 
 def expect_clean(stack: Stack) -> None:
-    """The scenario's verdict: nothing lost, doubled or reordered, no resync, no crash."""
+    """The scenario's verdict: nothing lost, doubled or reordered, no resync, no crash,
+    and the run ended well (everything arrived in time, the stack settled)."""
     crashes = stack.crashes()
     figures = stack.figures
     assert figures is not None, "the scenario recorded no figures"
-    problems = [
+    counted = [
         f"{name} {value}"
         for name, value in (
             ("lost", figures.lost),
@@ -115,7 +120,7 @@ def expect_clean(stack: Stack) -> None:
         )
         if value
     ]
-    assert not problems, (
-        f"{', '.join(problems)} of {figures.events} events ({'; '.join(stack.notes)})\n"
-        + "\n".join(crashes)
+    wrong = ([f"{', '.join(counted)} of {figures.events} events"] if counted else []) + (
+        stack.problems
     )
+    assert not wrong, f"{'; '.join(wrong)} ({'; '.join(stack.notes)})\n" + "\n".join(crashes)

@@ -65,7 +65,8 @@ class Stack:
         self._intended: set[int] = set()  # pids the scenario stopped or killed itself
         self._cleanups: list[Callable[[], None]] = []
         self.figures: Figures | None = None
-        self.notes: list[str] = []
+        self.notes: list[str] = []  # what the table shows beside the figures
+        self.problems: list[str] = []  # what went wrong that the figures do not count
 
     # --- starting -------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ HEARTBEAT_S = 2  # AMQP heartbeat the bridge asks for: a silent broker is notice
 
 async def test_rabbitmq_connections_cut_then_black_holed(stack: Stack, queue: str) -> None:
     """The bridge reaches RabbitMQ through a proxy. Under load its connection is cut three
-    times, then black-holed for 6 s and healed for new connections only (the old one stays
+    times, then black-holed for 5 s and healed for new connections only (the old one stays
     half-open): heartbeats expose the dead connection, the bridge reconnects, RabbitMQ
     redelivers what was not acked, and every message reaches its client exactly once."""
     proxy = TcpProxy("127.0.0.1", 5672)
@@ -43,7 +43,7 @@ async def test_rabbitmq_connections_cut_then_black_holed(stack: Stack, queue: st
             proxy.cut()
         await reached(produced, plan.total * 4 // 7)
         proxy.blackhole()
-        await asyncio.sleep(6.0)  # the partition itself
+        await asyncio.sleep(5.0)  # the partition itself
         proxy.heal()
 
     await drive(stack, plan, RabbitSink(queue), lambda: [gateway.port], fault)

@@ -19,7 +19,10 @@ DEAD_AFTER_S = int(TIMINGS["GATEWAY_DEAD_AFTER_MS"]) / 1000
 # Longer than any Redis client's reply timeout (its longest BLOCK + 5 s; the bridges' 5 s):
 # a command sent before the freeze times out, and the client tries again on a new
 # connection while the first one still waits, unanswered, in Redis's socket buffer.
-FREEZE_S = 7.0
+FREEZE_S = 6.0
+# Longer than the gateway's dead-after time, so the workers route around it meanwhile. The
+# connections it leaves half-open never answer again, however short it is.
+PARTITION_S = 5.0
 
 
 async def test_redis_restarted_with_aof_under_load(stack: Stack) -> None:
@@ -61,7 +64,7 @@ async def test_redis_frozen_past_gateway_heartbeat_timeout(stack: Stack) -> None
 
 async def test_redis_black_holed_then_healed_for_new_connections_only(stack: Stack) -> None:
     """The worker's and the gateway's Redis traffic goes through a proxy that drops
-    everything for 8 s, then carries new connections only: the old ones stay half-open
+    everything for 5 s, then carries new connections only: the old ones stay half-open
     forever. Both must notice (reply timeouts), reconnect, and the gateway must deliver
     again and tell its sockets 1012 (it was dead to the workers meanwhile)."""
     proxy = TcpProxy("127.0.0.1", stack.redis.port)
@@ -74,7 +77,7 @@ async def test_redis_black_holed_then_healed_for_new_connections_only(stack: Sta
     async def fault(produced: Produced) -> None:
         await reached(produced, plan.total // 4)
         proxy.blackhole()
-        await asyncio.sleep(8.0)  # the partition itself
+        await asyncio.sleep(PARTITION_S)  # the partition itself
         proxy.heal()
 
     outcome = await drive(
@@ -85,7 +88,7 @@ async def test_redis_black_holed_then_healed_for_new_connections_only(stack: Sta
 
 
 async def test_redis_frozen_while_rabbitmq_bridge_writes(stack: Stack, queue: str) -> None:
-    """Redis freezes for 7 s while the RabbitMQ bridge drains a queue fed at a steady rate
+    """Redis freezes for 6 s while the RabbitMQ bridge drains a queue fed at a steady rate
     (no message_id): the write in flight times out and is retried, and may also have
     happened. Every message must still reach its client exactly once."""
     gateway = await asyncio.to_thread(stack.gateway, "gw-1")
@@ -104,7 +107,7 @@ async def test_redis_frozen_while_rabbitmq_bridge_writes(stack: Stack, queue: st
 
 
 async def test_redis_frozen_while_pubsub_bridge_writes(stack: Stack) -> None:
-    """The stream's Redis freezes for 7 s while the Pub/Sub bridge writes what is published
+    """The stream's Redis freezes for 6 s while the Pub/Sub bridge writes what is published
     on another Redis: the bridge holds the messages, retries, and writes each exactly once."""
     source = stack.other_redis("pubsub-source")
     gateway = await asyncio.to_thread(stack.gateway, "gw-1")

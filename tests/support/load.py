@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import itertools
 import json
 import time
@@ -391,35 +390,36 @@ class Receivers:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def audit(self, ports: Sequence[int]) -> None:
+    async def audit(self, ports: Sequence[int]) -> int:
         """After the run: each client resumes once more from its last id; anything replayed
-        then (a late copy, an extra entry in the log) goes into the tally."""
-        await asyncio.gather(*(self._audit_one(r, ports[0]) for r in self.receivers))
+        then (a late copy, an extra entry in the log) goes into the tally. Returns how many
+        clients could not resume (no gateway answered in time)."""
+        if not ports:
+            return len(self.receivers)
+        done = await asyncio.gather(*(self._audit_one(r, ports[0]) for r in self.receivers))
+        return done.count(False)
 
-    async def _audit_one(self, receiver: Receiver, port: int) -> None:
+    async def _audit_one(self, receiver: Receiver, port: int) -> bool:
         if receiver.last_id is None:
-            return
+            return True
         query = {"token": token(receiver.user), "last_event_id": receiver.last_id}
         url = ws_url(port, receiver.user, **query)
-        async with connect(url, open_timeout=10, close_timeout=2, max_size=1 << 22) as conn:
-            async with asyncio.timeout(10):
-                async for message in conn:
-                    frame = json.loads(message)
-                    if frame.get("type") == "_recovery":
-                        if not frame.get("recovered"):
-                            self.tally.resyncs += 1
-                        return
-                    self.tally.see(receiver.user, frame)
+        try:
+            async with connect(url, open_timeout=10, close_timeout=2, max_size=1 << 22) as conn:
+                async with asyncio.timeout(10):
+                    async for message in conn:
+                        frame = json.loads(message)
+                        if frame.get("type") == "_recovery":
+                            if not frame.get("recovered"):
+                                self.tally.resyncs += 1
+                            return True
+                        self.tally.see(receiver.user, frame)
+        except (OSError, InvalidHandshake, TimeoutError, ConnectionClosed):
+            pass
+        return False
 
     def closes(self) -> collections.Counter[int]:
         total: collections.Counter[int] = collections.Counter()
         for receiver in self.receivers:
             total.update(receiver.closes)
         return total
-
-    @contextlib.asynccontextmanager
-    async def running(self) -> Any:
-        try:
-            yield self
-        finally:
-            await self.stop()
