@@ -45,12 +45,14 @@ class Added:
 async def test_fuzzed_payloads_are_delivered_or_dead_lettered(stack: Stack) -> None:
     """Hypothesis-made stream entries (valid events with unknown fields, broken ones, random
     JSON and bytes, invalid UTF-8 also in fields the schema ignores, oversized, without
-    payload): the worker never crashes, and every entry is either delivered to its user's
-    socket once or dead-lettered with the reason the README gives."""
+    payload), for users whose ids a URL must escape: the worker never crashes, and every
+    entry is either delivered to its user's socket once or dead-lettered with the reason
+    the README gives."""
     worker_env = {"MAX_PAYLOAD_BYTES": str(MAX_PAYLOAD_BYTES)}
     gateway = await asyncio.to_thread(stack.gateway, "gw-1")
     stack.worker("w-1", **worker_env)
-    users = [f"fz-{i}" for i in range(5)]
+    # User ids the schema accepts, some of which a URL must escape (issue 12: one rule).
+    users = ["fz-0", "team/fz-1", "fz%2F2", "ünï-fz-3", "fz-4-" + "x" * 250]
     receivers = Receivers(users, lambda: [gateway.port], within_s=240)
     await receivers.connected()
     added: list[Added] = []

@@ -25,6 +25,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+from urllib.parse import quote
 
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake
@@ -279,6 +280,12 @@ class Tally:
 Ports = Callable[[], Sequence[int]]
 
 
+def socket_url(port: int, user: str, **query: str) -> str:
+    """The socket URL of any user id the event schema accepts: the id percent-encoded as
+    one path segment (a ``/`` in it as ``%2F``), as the browser client sends it."""
+    return ws_url(port, quote(user, safe=""), **{k: quote(v, safe="") for k, v in query.items()})
+
+
 class Receiver:
     """One user's client: connects, reads, and on every close resumes on a gateway."""
 
@@ -317,7 +324,7 @@ class Receiver:
             query["last_event_id"] = self.last_id
         try:
             conn = await connect(
-                ws_url(port, self.user, **query),
+                socket_url(port, self.user, **query),
                 open_timeout=5,
                 close_timeout=2,
                 ping_interval=None,
@@ -403,7 +410,7 @@ class Receivers:
         if receiver.last_id is None:
             return True
         query = {"token": token(receiver.user), "last_event_id": receiver.last_id}
-        url = ws_url(port, receiver.user, **query)
+        url = socket_url(port, receiver.user, **query)
         try:
             async with connect(url, open_timeout=10, close_timeout=2, max_size=1 << 22) as conn:
                 async with asyncio.timeout(10):
