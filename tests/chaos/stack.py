@@ -12,6 +12,7 @@ key layout, which is changing (partitioned ingress).
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import re
@@ -21,6 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
+from streamer.contract.keys import Keys
+from streamer.infra.redis import connect
+from streamer.infra.settings import Env, RedisSettings
+from streamer.ops.status import Thresholds, collect, to_json
 from tests.support.gateway import GatewayProcess
 from tests.support.load import Figures
 from tests.support.polling import wait_for
@@ -43,6 +48,8 @@ TIMINGS = {
 
 P = TypeVar("P", bound=StreamerProcess)
 
+# `streamer status`'s default liveness window; lag and DLQ limits do not matter here.
+_THRESHOLDS = Thresholds(max_lag=1 << 62, max_dlq=1 << 62, live_ms=15000)
 _DLQ_ROW = re.compile(r"^(\d+-\d+)\s+(\S+)\s+deliveries=\S*\s+source=(\S+)")
 
 
@@ -51,6 +58,17 @@ class DeadLetter:
     id: str
     reason: str
     source_id: str
+
+
+async def _status(env: dict[str, str]) -> dict[str, Any]:
+    settings = RedisSettings.from_env(Env(env))
+    redis = connect(settings.url, client_name="chaos-status")
+    try:
+        report = await collect(redis, Keys.from_settings(settings), _THRESHOLDS)
+    finally:
+        await redis.aclose()
+    decoded: dict[str, Any] = json.loads(to_json(report))
+    return decoded
 
 
 def _clock(env: dict[str, str], offset_s: float) -> dict[str, str]:
@@ -172,10 +190,15 @@ class Stack:
         return result.stdout
 
     def status(self, *, clock_offset_s: float = 0) -> dict[str, Any]:
-        """`streamer status --json`, run with its wall clock ``clock_offset_s`` off."""
-        env = _clock(self.env(), clock_offset_s)
-        report: dict[str, Any] = json.loads(self.command("status", "--json", env=env))
-        return report
+        """What `streamer status --json` reports. With a clock offset it is that command, run
+        with its wall clock off; else the command's own code in this process, because
+        starting the command costs seconds (it imports every process kind's libraries)
+        and scenarios poll it."""
+        if clock_offset_s:
+            env = _clock(self.env(), clock_offset_s)
+            report: dict[str, Any] = json.loads(self.command("status", "--json", env=env))
+            return report
+        return asyncio.run(_status(self.env()))
 
     def settled(self, within_s: float = 30.0) -> None:
         """Until every stream entry was read and acked: nothing left to deliver."""
@@ -194,11 +217,15 @@ class Stack:
     # --- the end --------------------------------------------------------------------------
 
     def close(self) -> None:
-        for _, process in reversed(self._processes):
-            if process.running():
-                with contextlib.suppress(OSError):
-                    process.signal(signal.SIGCONT)  # a paused process would ignore TERM
-                    process.stop(timeout=5)
+        """SIGTERM to every process at once (paused ones are continued first, or they would
+        not see it), then wait for each; SIGKILL after 5 s."""
+        running = [process for _, process in self._processes if process.running()]
+        for process in running:
+            with contextlib.suppress(OSError):
+                process.signal(signal.SIGCONT)
+                process.signal(signal.SIGTERM)
+        for process in running:
+            process.stop(timeout=5)
         self.redis.stop()
         for cleanup in self._cleanups:
             cleanup()

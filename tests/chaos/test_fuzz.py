@@ -31,7 +31,7 @@ from tests.support.polling import eventually
 pytestmark = [pytest.mark.chaos, pytest.mark.timeout(300)]
 
 PAYLOAD_EXAMPLES = 60  # each a batch of up to 25 entries
-FRAME_EXAMPLES = 80
+FRAME_EXAMPLES = 60
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,7 +192,7 @@ async def test_fuzzed_client_frames_under_load(stack: Stack) -> None:
         strategy = st.lists(frames, min_size=1, max_size=6)
         await asyncio.to_thread(search, strategy, check, FRAME_EXAMPLES)
 
-    plan = Plan(users=20, events_per_user=60, rate_per_s=100)
+    plan = Plan(users=20, events_per_user=60, rate_per_s=200)
     await drive(stack, plan, StreamSink(stack.redis.url), lambda: [gateway.port], fault)
     stack.notes.append(f"{examples['run']} fuzzed sockets")
     expect_clean(stack)

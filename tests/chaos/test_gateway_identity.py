@@ -30,7 +30,7 @@ async def test_duplicate_gateway_id_is_refused_or_taken_over_loudly(stack: Stack
     first = await asyncio.to_thread(stack.gateway, GATEWAY_ID)
     second = stack.gateway(GATEWAY_ID, start=False)
     stack.worker("w-1")
-    plan = Plan(users=30, events_per_user=60, rate_per_s=200)
+    plan = Plan(users=30, events_per_user=60, rate_per_s=300)
     refused: list[str] = []
 
     def start_second() -> None:

@@ -85,7 +85,7 @@ async def test_never_reading_sockets_closed_4008_at_the_bound(stack: Stack) -> N
             await sink.aclose()
             await siblings.stop()
 
-    plan = Plan(users=20, events_per_user=60, rate_per_s=150)
+    plan = Plan(users=20, events_per_user=60, rate_per_s=300)
     await drive(stack, plan, StreamSink(stack.redis.url), lambda: [gateway.port], fault)
     per_hog = fed.get("bytes", 0)
     stack.notes.append(f"4008 after {per_hog // 1024} KiB per never-reading socket")
@@ -176,7 +176,7 @@ async def test_slowloris_handshakes_neither_starve_others_nor_stay(stack: Stack)
             await conn.close()
         held.extend(await asyncio.gather(*attack))
 
-    plan = Plan(users=20, events_per_user=50, rate_per_s=100)
+    plan = Plan(users=20, events_per_user=50, rate_per_s=200)
     await drive(stack, plan, StreamSink(stack.redis.url), lambda: [gateway.port], fault)
     stack.notes.append(f"slowloris held {max(held):.1f} s at most")
     expect_clean(stack)
@@ -229,7 +229,7 @@ async def test_huge_frames_are_closed_with_1009(stack: Stack) -> None:
                 pass
         await conn.close()
 
-    plan = Plan(users=20, events_per_user=50, rate_per_s=100)
+    plan = Plan(users=20, events_per_user=50, rate_per_s=200)
     await drive(stack, plan, StreamSink(stack.redis.url), lambda: [gateway.port], fault)
     stack.notes.append(", ".join(f"{what}: {code}" for what, code in codes.items()))
     expect_clean(stack)
@@ -282,7 +282,7 @@ async def test_ping_floods_do_not_delay_other_clients(stack: Stack) -> None:
         )
         stack.notes.extend(floods)
 
-    plan = Plan(users=20, events_per_user=60, rate_per_s=150)
+    plan = Plan(users=20, events_per_user=60, rate_per_s=300)
     await drive(stack, plan, StreamSink(stack.redis.url), lambda: [gateway.port], fault)
     expect_clean(stack)
     expect_prompt(stack)

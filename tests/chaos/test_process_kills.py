@@ -28,29 +28,28 @@ async def kill_while_holding_entries(
     asked for once more events arrive; if it got none, it runs on a little and is tried
     again."""
     step = plan.users
-    while produced.total + 2 * step < plan.total:
+    attempts = 0
+    while produced.total + 2 * step <= plan.total:
+        attempts += 1
         stack.pause(victim)
         await reached(produced, produced.total + step)
         held = await asyncio.to_thread(pending_of, stack, name)
         if held:
             stack.kill(victim)
-            stack.notes.append(f"{name} killed holding {held} entries")
+            stack.notes.append(f"{name} killed holding {held} entries (attempt {attempts})")
             return
         stack.resume(victim)
-        await reached(produced, produced.total + step)
-    raise AssertionError(f"{name} never held entries when stopped, before the load ended")
+        await reached(produced, min(produced.total + step, plan.total))  # let it read again
+    raise AssertionError(f"{name} held no entries in {attempts} tries before the load ended")
 
 
 async def test_worker_kill9_under_load(stack: Stack) -> None:
     """Two workers under load; one is SIGKILLed while it holds pending entries. The other
     reclaims them: every client gets every event once, in log order."""
     gateway = await asyncio.to_thread(stack.gateway, "gw-1")
-    # Entries of a stopped worker are not reclaimed while `streamer status` (seconds on a
-    # busy machine) checks that it holds some.
-    claim = {"CLAIM_IDLE_MS": "6000"}
-    victim = stack.worker("w-victim", **claim)
-    stack.worker("w-survivor", **claim)
-    plan = Plan(users=40, events_per_user=100, rate_per_s=500)
+    victim = stack.worker("w-victim")
+    stack.worker("w-survivor")
+    plan = Plan(users=40, events_per_user=75, rate_per_s=500)
 
     async def fault(produced: Produced) -> None:
         await reached(produced, plan.total // 5)

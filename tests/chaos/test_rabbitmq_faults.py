@@ -33,7 +33,7 @@ async def test_rabbitmq_connections_cut_then_black_holed(stack: Stack, queue: st
         RABBITMQ_PREFETCH="100",
     )
     stack.bridge("rabbitmq", "bridge", env=env)
-    plan = Plan(users=30, events_per_user=80, rate_per_s=300, producer_ids=False)
+    plan = Plan(users=30, events_per_user=70, rate_per_s=350, producer_ids=False)
 
     async def fault(produced: Produced) -> None:
         for cut in range(3):

@@ -72,7 +72,7 @@ async def test_redis_black_holed_then_healed_for_new_connections_only(stack: Sta
     behind = f"redis://{proxy.address}/0"
     gateway = await asyncio.to_thread(stack.gateway, "gw-1", redis_url=behind)
     stack.worker("w-1", redis_url=behind)
-    plan = Plan(users=40, events_per_user=60, rate_per_s=300)
+    plan = Plan(users=40, events_per_user=60, rate_per_s=400)
 
     async def fault(produced: Produced) -> None:
         await reached(produced, plan.total // 4)
@@ -94,7 +94,7 @@ async def test_redis_frozen_while_rabbitmq_bridge_writes(stack: Stack, queue: st
     gateway = await asyncio.to_thread(stack.gateway, "gw-1")
     stack.worker("w-1")
     stack.bridge("rabbitmq", "bridge", env=stack.env(RABBITMQ_QUEUE_NAME_AI_UPDATES=queue))
-    plan = Plan(users=30, events_per_user=80, rate_per_s=300, producer_ids=False)
+    plan = Plan(users=30, events_per_user=60, rate_per_s=300, producer_ids=False)
 
     async def fault(produced: Produced) -> None:
         await reached(produced, plan.total // 4)

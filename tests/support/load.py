@@ -4,7 +4,8 @@ exact tally of what each user's client saw.
 Every event carries its user's sequence number in ``data.seq`` (0, 1, 2, … per user), so
 what a client received is compared with what was produced, event by event:
 - *lost*: produced (the sink acknowledged it) and never received;
-- *duplicated*: received more than once (a second copy of a sequence number);
+- *duplicated*: received more than once (a second copy of a sequence number), or received
+  without ever having been produced;
 - *out of order*: a first copy that arrived after an event later in the user's log, i.e. the
   log ids a client saw did not increase. The log decides the order (README, Order): one
   worker appends a user's events in stream order, several workers may interleave them.
