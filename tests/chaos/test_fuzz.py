@@ -48,9 +48,8 @@ async def test_fuzzed_payloads_are_delivered_or_dead_lettered(stack: Stack) -> N
     payload), for users whose ids a URL must escape: the worker never crashes, and every
     entry is either delivered to its user's socket once or dead-lettered with the reason
     the README gives."""
-    worker_env = {"MAX_PAYLOAD_BYTES": str(MAX_PAYLOAD_BYTES)}
     gateway = await asyncio.to_thread(stack.gateway, "gw-1")
-    stack.worker("w-1", **worker_env)
+    stack.worker("w-1", MAX_PAYLOAD_BYTES=str(MAX_PAYLOAD_BYTES))
     # User ids the schema accepts, some of which a URL must escape (issue 12: one rule).
     users = ["fz-0", "team/fz-1", "fz%2F2", "ünï-fz-3", "fz-4-" + "x" * 250]
     receivers = Receivers(users, lambda: [gateway.port], within_s=240)
@@ -60,7 +59,7 @@ async def test_fuzzed_payloads_are_delivered_or_dead_lettered(stack: Stack) -> N
 
     def add(batch: list[Template]) -> None:
         pipe = client.pipeline(transaction=False)
-        rendered = []
+        rendered: list[tuple[int, str, dict[bytes, bytes]]] = []
         for template in batch:
             tag = len(added) + len(rendered)
             fields, expect = template.render(tag)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 
@@ -114,9 +115,7 @@ async def test_redis_frozen_while_pubsub_bridge_writes(stack: Stack) -> None:
     stack.worker("w-1")
     env = stack.env(REDIS_PUBSUB_URL=source.url, REDIS_PUBSUB_CHANNEL_NAME="chaos")
     stack.bridge("pubsub", "bridge", env=env)
-    subscriber = connect_sync(source.url, client_name="chaos-check")
-    wait_for(lambda: subscriber.pubsub_numsub("chaos")[0][1] >= 1, what="bridge subscribed")
-    subscriber.close()
+    wait_for(lambda: subscribers(source.url, "chaos") >= 1, what="the bridge subscribed")
     plan = Plan(users=30, events_per_user=60, rate_per_s=300, producer_ids=False)
 
     async def fault(produced: Produced) -> None:
@@ -129,22 +128,36 @@ async def test_redis_frozen_while_pubsub_bridge_writes(stack: Stack) -> None:
     expect_clean(stack)
 
 
-def oom_errors(url: str) -> int:
+def info(url: str, section: str) -> dict[str, Any]:
     client = connect_sync(url, client_name="chaos-check")
     try:
-        stats = client.info("errorstats")
-        return int(stats.get("errorstat_OOM", {}).get("count", 0))
+        found: dict[str, Any] = client.info(section)  # type: ignore[assignment]
+        return found
     finally:
         client.close()
 
 
-def set_maxmemory(url: str, headroom_bytes: int) -> None:
-    """noeviction, with ``headroom_bytes`` left above what Redis uses now (0: no limit)."""
+def subscribers(url: str, channel: str) -> int:
     client = connect_sync(url, client_name="chaos-check")
     try:
-        used = int(client.info("memory")["used_memory"]) if headroom_bytes else 0
+        counts: list[tuple[bytes, int]] = client.pubsub_numsub(channel)  # type: ignore[assignment]
+        return counts[0][1]
+    finally:
+        client.close()
+
+
+def oom_errors(url: str) -> int:
+    """Commands Redis refused for want of memory, so far."""
+    return int(info(url, "errorstats").get("errorstat_OOM", {}).get("count", 0))
+
+
+def set_maxmemory(url: str, headroom_bytes: int) -> None:
+    """noeviction, with ``headroom_bytes`` left above what Redis uses now (0: no limit)."""
+    limit = int(info(url, "memory")["used_memory"]) + headroom_bytes if headroom_bytes else 0
+    client = connect_sync(url, client_name="chaos-check")
+    try:
         client.config_set("maxmemory-policy", "noeviction")
-        client.config_set("maxmemory", str(used + headroom_bytes if headroom_bytes else 0))
+        client.config_set("maxmemory", str(limit))
     finally:
         client.close()
 
