@@ -54,6 +54,10 @@ publish *ARGS: setup
 test *ARGS: setup
     {{venv}}/bin/pytest {{ARGS}}
 
+# Fault-injection scenarios against real processes (minutes); figures in RELIABILITY.md
+chaos *ARGS: setup
+    {{venv}}/bin/pytest -m chaos tests/chaos {{ARGS}}
+
 # Lint and type-check: ruff + mypy --strict
 lint: setup
     {{venv}}/bin/ruff check streamer bridges tests
@@ -80,4 +84,4 @@ image:
 
 # Build the image, then smoke-test it: processes, health checks, SIGTERM, contents, size
 image-test: setup image
-    STREAMER_IMAGE={{image_name}} STREAMER_IMAGE_TEST=required {{venv}}/bin/pytest tests/image
+    STREAMER_IMAGE={{image_name}} STREAMER_IMAGE_TEST=required {{venv}}/bin/pytest -m image tests/image

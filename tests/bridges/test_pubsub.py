@@ -15,7 +15,8 @@ from streamer.infra.redis import connect_sync
 from streamer.infra.settings import Env
 from tests.support.events import KEYS
 from tests.support.polling import wait_for
-from tests.support.rabbit import InThread, TcpProxy, event, stream_numbers
+from tests.support.proxy import TcpProxy
+from tests.support.rabbit import InThread, event, stream_numbers
 from tests.support.servers import RedisServer
 
 CHANNEL = "general_notifications"

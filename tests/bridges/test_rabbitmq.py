@@ -25,9 +25,9 @@ from streamer.infra.settings import Env
 from tests.support.events import KEYS
 from tests.support.polling import wait_for
 from tests.support.processes import start_streamer
+from tests.support.proxy import TcpProxy
 from tests.support.rabbit import (
     InThread,
-    TcpProxy,
     channel,
     delete_queues,
     drain,

@@ -118,3 +118,40 @@ class StreamerProcess:
 
 def start_streamer(args: list[str], env: dict[str, str], log_path: Path) -> StreamerProcess:
     return StreamerProcess(args, env, log_path).start()
+
+
+def run_streamer(
+    args: list[str], env: dict[str, str], timeout: float = 30.0
+) -> subprocess.CompletedProcess[str]:
+    """``python -m streamer ARGS`` to completion (a one-shot command: status, dlq, publish)."""
+    return subprocess.run(
+        [sys.executable, "-m", "streamer", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
+
+
+# Where Debian's libfaketime puts the library (.ci/run installs it).
+_FAKETIME_LIBS = (
+    "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+    "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+    "/usr/lib/faketime/libfaketime.so.1",
+    "/usr/local/lib/faketime/libfaketime.so.1",
+)
+
+
+def faketime_env(env: dict[str, str], offset_s: float) -> dict[str, str]:
+    """``env`` for a process whose wall clock runs ``offset_s`` seconds off the host's
+    (negative: behind), through libfaketime. Monotonic clocks are left alone: the skew
+    under test is between hosts' wall clocks, not time running at another speed."""
+    library = next((lib for lib in _FAKETIME_LIBS if Path(lib).exists()), None)
+    assert library, "libfaketime is required (Debian: apt-get install faketime; .ci/run does)"
+    return {
+        **env,
+        "LD_PRELOAD": library,
+        "FAKETIME": f"{offset_s:+g}s",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }

@@ -1,5 +1,6 @@
 """RabbitMQ helpers for the bridge tests: confirmed batch publishing, queue inspection,
-a TCP proxy whose connections a test can cut, and a bridge running in a thread.
+the URL of the broker behind a ``TcpProxy`` (``tests.support.proxy``), and a bridge
+running in a thread.
 
 Tests use the shared broker at RABBITMQ_URL with queue names unique per test, and delete
 only the queues they created.
@@ -10,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import threading
 import uuid
 from collections.abc import Callable, Iterator, Sequence
@@ -19,6 +19,8 @@ from typing import Any, Protocol
 import pika
 import pika.exceptions
 import redis
+
+from tests.support.proxy import TcpProxy
 
 RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 
@@ -166,71 +168,6 @@ class InThread:
     @property
     def alive(self) -> bool:
         return self._thread.is_alive()
-
-
-class TcpProxy:
-    """Forwards 127.0.0.1:<port> to a target; ``cut()`` drops every open connection (like a
-    broker closing them) while still accepting new ones; ``freeze()`` keeps connections open
-    but forwards nothing (a silent peer: host gone, a NAT holding the flow) until ``thaw()``."""
-
-    def __init__(self, target_host: str, target_port: int) -> None:
-        self._target = (target_host, target_port)
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.port = int(self._listener.getsockname()[1])
-        self._open: list[socket.socket] = []
-        self._lock = threading.Lock()
-        self._flowing = threading.Event()
-        self._flowing.set()
-        self.accepted = 0
-        threading.Thread(target=self._accept, name="proxy", daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self._listener.accept()
-            except OSError:
-                return
-            try:
-                upstream = socket.create_connection(self._target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            upstream.settimeout(None)
-            with self._lock:
-                self._open += [client, upstream]
-                self.accepted += 1
-            for a, b in ((client, upstream), (upstream, client)):
-                threading.Thread(target=_pump, args=(a, b, self._flowing), daemon=True).start()
-
-    def cut(self) -> int:
-        with self._lock:
-            sockets, self._open = self._open, []
-        for s in sockets:
-            with contextlib.suppress(OSError):
-                s.shutdown(socket.SHUT_RDWR)
-            s.close()
-        return len(sockets) // 2
-
-    def freeze(self) -> None:
-        self._flowing.clear()
-
-    def thaw(self) -> None:
-        self._flowing.set()
-
-    def close(self) -> None:
-        self._listener.close()
-        self.thaw()
-        self.cut()
-
-
-def _pump(source: socket.socket, sink: socket.socket, flowing: threading.Event) -> None:
-    with contextlib.suppress(OSError):
-        while data := source.recv(65536):
-            flowing.wait()
-            sink.sendall(data)
-    for s in (source, sink):
-        with contextlib.suppress(OSError):
-            s.shutdown(socket.SHUT_RDWR)
 
 
 def proxied_url(proxy: TcpProxy) -> str:

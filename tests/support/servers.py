@@ -77,8 +77,24 @@ class RedisServer:
             return c.recv(16).startswith(b"+PONG")
         return False
 
+    def pause(self) -> None:
+        """SIGSTOP: connections stay open, nothing is answered (a stalled host)."""
+        assert self.process is not None
+        self.process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.process is not None
+        self.process.send_signal(signal.SIGCONT)
+
+    def restart(self) -> RedisServer:
+        """Stop (SIGTERM: with appendonly, the AOF is flushed) and start again on the same
+        port and directory, with what it persisted."""
+        self.stop()
+        return self.start()
+
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGCONT)  # a paused server would never see TERM
             self.process.send_signal(signal.SIGTERM)
             try:
                 self.process.wait(10)
