@@ -26,11 +26,10 @@ from bridges.core import (
     BRIDGE_ERROR,
     AmqpDelivery,
     AmqpPlan,
-    StreamWrite,
     plan_amqp,
 )
-from bridges.holding import write_until_taken
-from bridges.idempotent import IdempotentWriter
+from bridges.holding import sleep_until_stopped, write_until_taken
+from bridges.idempotent import Batch, IdempotentWriter
 from bridges.settings import RabbitSettings
 from streamer.contract.keys import Keys
 from streamer.infra import metrics
@@ -240,12 +239,12 @@ class RabbitBridge:
         batch, self._pending = self._pending, []
         started = time.perf_counter()
         plan = plan_amqp(batch, self._keys, self._settings.common.max_payload_bytes)
-        results = self._write(plan.writes)
+        written = self._write(self._writer.batch(plan.writes))
         self._settle(plan, batch)
-        written = sum(r is not None for r in results)
-        metrics.BRIDGED.labels(BRIDGE).inc(written)
-        if written < len(results):
-            metrics.BRIDGE_DUPLICATES.labels(BRIDGE).inc(len(results) - written)
+        appended = sum(written)
+        metrics.BRIDGED.labels(BRIDGE).inc(appended)
+        if appended < len(written):
+            metrics.BRIDGE_DUPLICATES.labels(BRIDGE).inc(len(written) - appended)
         metrics.BRIDGE_BATCH_DURATION.labels(BRIDGE).observe(time.perf_counter() - started)
 
     def _settle(self, plan: AmqpPlan, batch: list[AmqpDelivery]) -> None:
@@ -264,25 +263,55 @@ class RabbitBridge:
         if plan.ack_through is not None:
             self._channel.basic_ack(plan.ack_through, multiple=True)
 
-    def _write(self, writes: list[StreamWrite]) -> list[str | None]:
-        """Write until Redis takes the batch. Waits go through connection.sleep so
-        heartbeats continue; more deliveries may arrive meanwhile (bounded by prefetch)."""
+    def _write(self, batch: Batch) -> list[bool]:
+        """Write until Redis takes the batch, retrying the same batch. Waits go
+        through connection.sleep so heartbeats continue; more deliveries may arrive
+        meanwhile (bounded by prefetch).
+
+        If the broker connection fails during a wait, the batch can no longer be acked, but
+        it is still written, with its own markers, before the bridge reconnects. A try whose
+        reply never came may still reach Redis late (held by a frozen Redis, retransmitted
+        after a partition): with its batch marker already set by the retry it adds nothing,
+        whereas the redeliveries written as a new batch first would not stop it."""
         assert self._connection is not None
         backoff = self._settings.common.backoff()
-        connection = self._connection
+        waiting = _BrokerWait(self._connection, self._stopping)
         try:
-            results = write_until_taken(
-                lambda: self._writer.write(writes),
+            written = write_until_taken(
+                lambda: self._writer.write(batch),
                 backoff=backoff,
                 health=self.health,
                 stopping=self._stopping,
                 grace_s=self._settings.shutdown_grace_s,
-                wait=lambda delay, _: connection.sleep(delay),
-                holding=f"batch of {len(writes)} not acked",
+                wait=waiting.wait,
+                holding=f"batch of {len(batch.writes)} not acked",
             )
         except RetryableError as exc:
             raise _GiveUp from exc
         if backoff.attempts:
             metrics.BRIDGE_RECONNECTS.labels(BRIDGE, "redis").inc()
             log.info("redis is back after %d failed attempt(s)", backoff.attempts)
-        return results
+        if waiting.lost is not None:
+            raise waiting.lost
+        return written
+
+
+class _BrokerWait:
+    """Waits between write retries: through pika's ``connection.sleep`` (heartbeats go on)
+    while the broker connection lives; after it failed, on the stop event, and the failure
+    is kept in ``lost`` for the caller to raise once the batch is written."""
+
+    def __init__(self, connection: pika.BlockingConnection, stopping: threading.Event) -> None:
+        self._connection = connection
+        self._stopping = stopping
+        self.lost: BaseException | None = None
+
+    def wait(self, delay_s: float, give_up_at: float | None) -> None:
+        if self.lost is None:
+            try:
+                self._connection.sleep(delay_s)
+                return
+            except _BROKER_ERRORS as exc:
+                self.lost = exc
+                log.warning("RabbitMQ connection lost (%r) while Redis is failing", exc)
+        sleep_until_stopped(self._stopping, delay_s, give_up_at)
