@@ -50,6 +50,8 @@ _POLL_S = 0.5
 # try that Redis did run (a long outage right after it) may write that part twice.
 MARKER_TTL_S = 60
 PING_MESSAGE = "streamer-bridge-ping"
+# What a published message arrives as: on a channel, on a pattern, on a shard channel.
+_MESSAGE_TYPES = ("message", "pmessage", "smessage")
 
 
 class Liveness:
@@ -119,12 +121,18 @@ class PubSubBridge:
         log.info("pubsub bridge stopped")
 
     def _subscribe(self, pubsub: PubSub) -> None:
-        if self._settings.channels:
+        if self._settings.sharded:
+            # One SSUBSCRIBE per channel: in a cluster each channel's slot may be on
+            # another shard, and one command may only name channels of one slot.
+            for channel in self._settings.channels:
+                pubsub.ssubscribe(channel)  # type: ignore[no-untyped-call]
+        elif self._settings.channels:
             pubsub.subscribe(*self._settings.channels)  # type: ignore[no-untyped-call]
         if self._settings.patterns:
             pubsub.psubscribe(*self._settings.patterns)  # type: ignore[no-untyped-call]
         log.info(
-            "subscribed to channels %s, patterns %s",
+            "subscribed to %schannels %s, patterns %s",
+            "shard " if self._settings.sharded else "",
             ", ".join(self._settings.channels),
             ", ".join(self._settings.patterns) or "-",
         )
@@ -162,7 +170,10 @@ class PubSubBridge:
     def _drain(self, pubsub: PubSub, liveness: Liveness) -> None:
         """Unsubscribe, then write what Redis sent before it took effect: the confirmations
         come after every message published before, on the same connection."""
-        pubsub.unsubscribe()  # type: ignore[no-untyped-call]
+        if self._settings.sharded:
+            pubsub.sunsubscribe()  # type: ignore[no-untyped-call]
+        else:
+            pubsub.unsubscribe()  # type: ignore[no-untyped-call]
         if self._settings.patterns:
             pubsub.punsubscribe()  # type: ignore[no-untyped-call]
         deadline = time.monotonic() + self._settings.shutdown_grace_s
@@ -176,7 +187,7 @@ class PubSubBridge:
 
     def _message(self, raw: dict[str, Any]) -> PubSubMessage | None:
         """A message to bridge, or None for confirmations, PONGs and extra copies."""
-        if raw.get("type") not in ("message", "pmessage"):
+        if raw.get("type") not in _MESSAGE_TYPES:
             return None
         channel, data = raw["channel"], raw["data"]
         channel = channel if isinstance(channel, bytes) else str(channel).encode()

@@ -87,6 +87,7 @@ class PubSubSettings:
     source_url: str
     channels: tuple[str, ...]
     patterns: tuple[str, ...]
+    sharded: bool
     batch_max: int
     shutdown_grace_s: float
     ping_interval_s: float
@@ -96,11 +97,21 @@ class PubSubSettings:
         env = env or Env()
         common = BridgeCommon.from_env(env, PUBSUB_BRIDGE_METRICS_PORT)
         first = env.text("REDIS_PUBSUB_CHANNEL_NAME", "general_notifications")
+        patterns = env.list("REDIS_PUBSUB_PATTERNS")
+        # Sharded Pub/Sub (SSUBSCRIBE, Redis 7): a channel lives on the shard owning its slot;
+        # there is no pattern form of it.
+        sharded = env.bool("REDIS_PUBSUB_SHARDED", False)
+        if sharded and patterns:
+            raise ConfigError(
+                "REDIS_PUBSUB_PATTERNS: sharded Pub/Sub (REDIS_PUBSUB_SHARDED=true) has no "
+                "pattern subscriptions; list the channels in REDIS_PUBSUB_CHANNELS"
+            )
         return cls(
             common=common,
             source_url=env.redis_url("REDIS_PUBSUB_URL", common.redis.url),
             channels=tuple(dict.fromkeys((first, *env.list("REDIS_PUBSUB_CHANNELS")))),
-            patterns=env.list("REDIS_PUBSUB_PATTERNS"),
+            patterns=patterns,
+            sharded=sharded,
             batch_max=env.int("BRIDGE_BATCH_MAX", 500, minimum=1, maximum=10000),
             shutdown_grace_s=env.float("BRIDGE_SHUTDOWN_GRACE_S", 10.0),
             ping_interval_s=env.float("REDIS_PUBSUB_PING_INTERVAL_S", 10.0, minimum=0.05),

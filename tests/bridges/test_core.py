@@ -162,6 +162,17 @@ def test_settings_defaults_follow_the_seed_names() -> None:
     pubsub = PubSubSettings.from_env(Env({"REDIS_PUBSUB_CHANNELS": "a, general_notifications"}))
     assert pubsub.channels == ("general_notifications", "a")
     assert pubsub.source_url == pubsub.common.redis.url
+    assert not pubsub.sharded
+
+
+def test_sharded_pubsub_takes_channels_not_patterns() -> None:
+    """REDIS_PUBSUB_SHARDED=true selects SSUBSCRIBE; sharded Pub/Sub has no patterns, so
+    patterns with it fail at start-up naming both settings."""
+    sharded = PubSubSettings.from_env(Env({"REDIS_PUBSUB_SHARDED": "true"}))
+    assert sharded.sharded and sharded.channels == ("general_notifications",)
+    env = {"REDIS_PUBSUB_SHARDED": "true", "REDIS_PUBSUB_PATTERNS": "ai.*"}
+    with pytest.raises(ConfigError, match=r"^REDIS_PUBSUB_PATTERNS.*REDIS_PUBSUB_SHARDED"):
+        PubSubSettings.from_env(Env(env))
 
 
 @pytest.mark.parametrize(

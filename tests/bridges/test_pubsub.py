@@ -44,6 +44,11 @@ def subscribed(sync_redis: redis.Redis, channel: str = CHANNEL, patterns: int = 
     return counts.get(channel.encode(), 0) >= 1 and sync_redis.pubsub_numpat() >= patterns
 
 
+def shard_subscribed(sync_redis: redis.Redis, channel: str) -> bool:
+    counts = dict(sync_redis.pubsub_shardnumsub(channel))  # type: ignore[no-untyped-call]
+    return bool(counts.get(channel.encode(), 0) >= 1)
+
+
 def test_messages_reach_the_stream_and_invalid_ones_the_dlq(
     sync_redis: redis.Redis, redis_server: RedisServer
 ) -> None:
@@ -184,6 +189,42 @@ def test_stop_while_redis_is_down_keeps_retrying_for_the_grace(
     finally:
         writer.close()
         sink.stop()
+
+
+def test_sharded_pubsub_bridges_spublish_and_stops_cleanly(
+    sync_redis: redis.Redis, redis_server: RedisServer
+) -> None:
+    """With REDIS_PUBSUB_SHARDED=true the bridge SSUBSCRIBEs (a single Redis 7 serves it
+    too): SPUBLISHed messages are bridged, plain PUBLISHes to the same name are not; its
+    liveness PINGs are answered on the shard-subscribed connection; on stop it unsubscribes
+    after writing everything Redis had sent."""
+    other = "ai_updates"
+    labels = {"bridge": "pubsub", "peer": "redis"}
+    reconnects = REGISTRY.get_sample_value("streamer_bridge_reconnects_total", labels) or 0.0
+    bridge = start(
+        redis_server.url,
+        REDIS_PUBSUB_SHARDED="true",
+        REDIS_PUBSUB_CHANNELS=other,
+        REDIS_PUBSUB_PING_INTERVAL_S="0.05",
+    )
+    wait_for(lambda: shard_subscribed(sync_redis, CHANNEL), what="shard-subscribed")
+    wait_for(lambda: shard_subscribed(sync_redis, other), what="second channel")
+    assert not subscribed(sync_redis)
+    wait_for(lambda: b"cmd=ping" in sync_redis.execute_command("CLIENT", "LIST"), what="a PING")
+    assert bridge.bridge.health()[0]  # type: ignore[attr-defined]
+    pipe = sync_redis.pipeline(transaction=False)
+    for n in range(1000):
+        pipe.execute_command("SPUBLISH", CHANNEL if n % 2 else other, event(n))
+    pipe.publish(CHANNEL, event(1000))  # not a shard channel message: nobody receives it
+    receivers = pipe.execute()
+    bridge.stop()
+    assert receivers == [1] * 1000 + [0]
+    assert stream_numbers(sync_redis, U1) == list(range(1000))
+    channels = [f[b"pubsub_channel"] for _, f in sync_redis.xrange(U1, count=2)]
+    assert channels == [other.encode(), CHANNEL.encode()]
+    assert not shard_subscribed(sync_redis, CHANNEL)
+    after = REGISTRY.get_sample_value("streamer_bridge_reconnects_total", labels) or 0.0
+    assert after == reconnects  # every PING was answered: never resubscribed
 
 
 def test_pattern_matching_agrees_with_redis_glob(sync_redis: redis.Redis) -> None:
