@@ -138,7 +138,7 @@ def describe(r: Result, prefetch: str) -> str:
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="benchmarks.bridge")
     parser.add_argument("--messages", type=int, default=100_000)
-    parser.add_argument("--prefetch", default="1000")
+    parser.add_argument("--prefetch", default="2000")
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of the bridge")
     parser.add_argument("--no-write", action="store_true", help="print, leave BENCHMARKS.md")
     args, _ = parser.parse_known_args(argv)

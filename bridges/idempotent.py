@@ -88,7 +88,7 @@ class IdempotentWriter:
             keys += buckets
         args: list[str | bytes | int] = [batch.seq, self._ttl_s, bucket_ttl_s]
         for w in entries:
-            args += (w.digest or "", "1" if w.check else "0", len(w.fields))
+            args += (w.digest or b"", "1" if w.check else "0", len(w.fields))
             for name, value in w.fields.items():
                 args += (name, value)
         return keys, args

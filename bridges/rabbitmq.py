@@ -217,10 +217,11 @@ class RabbitBridge:
         self._shutdown()
 
     def _gather(self) -> None:
-        """Take whatever else is already readable, up to the prefetch window: bigger batches
-        mean fewer Redis round trips, and we never wait for more."""
+        """Take whatever else is already readable, up to half the prefetch window: bigger
+        batches mean fewer Redis round trips, and we never wait for more. Half, so that the
+        broker still has room to send the next batch while this one is written and acked."""
         assert self._connection is not None
-        while self._pending and len(self._pending) < self._settings.prefetch:
+        while self._pending and len(self._pending) < self._settings.batch_max:
             before = len(self._pending)
             self._connection.process_data_events(time_limit=0)
             if len(self._pending) == before:
@@ -248,7 +249,7 @@ class RabbitBridge:
         metrics.BRIDGE_BATCH_DURATION.labels(BRIDGE).observe(time.perf_counter() - started)
 
     def _settle(self, plan: AmqpPlan, batch: list[AmqpDelivery]) -> None:
-        ids = {d.tag: d.message_id for d in batch}
+        ids = {d.tag: d.message_id for d in batch} if plan.rejects else {}
         for r in plan.rejects:
             log.warning(
                 "rejecting message %s from %s to %s: %s: %s",

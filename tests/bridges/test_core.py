@@ -152,11 +152,12 @@ def test_backoff_grows_is_capped_and_resets() -> None:
 
 
 def test_settings_defaults_follow_the_seed_names() -> None:
-    """Defaults: the seed queue and channel names, prefetch 200, declared queues."""
+    """Defaults: the seed queue and channel names, prefetch 2000 (batches of 1000),
+    declared queues."""
     rabbit = RabbitSettings.from_env(Env({}))
     assert rabbit.queues == ("ai_updates_notifications",)
     assert rabbit.url == "amqp://guest:guest@127.0.0.1:5672/"
-    assert (rabbit.prefetch, rabbit.declare_queues) == (200, True)
+    assert (rabbit.prefetch, rabbit.batch_max, rabbit.declare_queues) == (2000, 1000, True)
     assert rabbit.dedupe_ttl_s == 3600  # RabbitMQ's 30 min consumer timeout plus a restart
     assert rabbit.common.metrics.port != 9100
     pubsub = PubSubSettings.from_env(Env({"REDIS_PUBSUB_CHANNELS": "a, general_notifications"}))

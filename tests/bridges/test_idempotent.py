@@ -22,7 +22,7 @@ from tests.support.servers import RedisServer, free_port
 A, B, C = (KEYS.partitions[i].stream for i in (0, 5, 11))
 
 
-def entry(stream: str, name: str, digest: str | None = None, check: bool = False) -> StreamWrite:
+def entry(stream: str, name: str, digest: bytes | None = None, check: bool = False) -> StreamWrite:
     return StreamWrite(stream, {"payload": name.encode(), "extra": "x"}, digest, check)
 
 
@@ -34,7 +34,7 @@ def test_writing_a_batch_again_adds_nothing(sync_redis: redis.Redis) -> None:
     """The same batch written again (a reply that was lost) appends nothing, with or
     without digests, and reports every write as appended; a new batch writes again."""
     writer = IdempotentWriter(sync_redis, KEYS, 600)
-    batch = writer.batch([entry(A, "a"), entry(B, "b"), entry(A, "c", digest="dc")])
+    batch = writer.batch([entry(A, "a"), entry(B, "b"), entry(A, "c", digest=b"dc")])
     assert writer.write(batch) == [True, True, True]
     assert writer.write(batch) == [True, True, True]
     assert (payloads(sync_redis, A), payloads(sync_redis, B)) == ([b"a", b"c"], [b"b"])
@@ -77,14 +77,14 @@ def test_a_checked_write_is_skipped_when_its_digest_was_recorded(sync_redis: red
     skips a checked write of it, in that stream's buckets; within one batch the first copy
     is written once. Digests cost a hash field each, not a key each."""
     IdempotentWriter(sync_redis, KEYS, 600).write(
-        IdempotentWriter(sync_redis, KEYS, 600).batch([entry(A, "first", digest="d1")])
+        IdempotentWriter(sync_redis, KEYS, 600).batch([entry(A, "first", digest=b"d1")])
     )
     writer = IdempotentWriter(sync_redis, KEYS, 600)
     redelivered = [
-        entry(A, "first again", digest="d1", check=True),
-        entry(A, "new", digest="d2", check=True),
-        entry(A, "new, repeated", digest="d2", check=True),
-        entry(A, "same digest, unchecked", digest="d1"),
+        entry(A, "first again", digest=b"d1", check=True),
+        entry(A, "new", digest=b"d2", check=True),
+        entry(A, "new, repeated", digest=b"d2", check=True),
+        entry(A, "same digest, unchecked", digest=b"d1"),
     ]
     assert writer.write(writer.batch(redelivered)) == [False, True, False, True]
     assert payloads(sync_redis, A) == [b"first", b"new", b"same digest, unchecked"]
@@ -145,9 +145,9 @@ def test_redis_full_on_the_third_call_of_a_batch_then_the_retry_writes_each_once
 def test_lost_script_cache_is_reloaded(sync_redis: redis.Redis) -> None:
     """After Redis forgets its scripts (restart), the writer reloads and still dedupes."""
     writer = IdempotentWriter(sync_redis, KEYS, 600)
-    writer.write(writer.batch([entry(A, "a", digest="da")]))
+    writer.write(writer.batch([entry(A, "a", digest=b"da")]))
     sync_redis.script_flush()
-    again = writer.batch([entry(A, "a", "da", True), entry(A, "b")])
+    again = writer.batch([entry(A, "a", b"da", True), entry(A, "b")])
     assert writer.write(again) == [False, True]
     assert sync_redis.xlen(A) == 2
 
