@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -340,6 +341,42 @@ def test_redis_outage_holds_acks_and_loses_nothing(
     finally:
         client.close()
         server.stop()
+
+
+def test_heartbeats_keep_the_broker_connection_while_redis_is_down(
+    queue: str, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With a 1 s heartbeat, Redis down for several heartbeat timeouts while the bridge
+    holds a batch: the broker connection survives (no reconnect), and everything arrives
+    once Redis is back."""
+    caplog.set_level(logging.WARNING, logger="bridges.rabbitmq")
+    server = RedisServer(tmp_path / "redis", appendonly=True).start()
+    client = connect_sync(server.url, client_name="test")
+    declare(queue)
+    publish_confirmed(queue, [event(n) for n in range(300)])
+    server.stop()
+    labels = {"bridge": "rabbitmq", "peer": "rabbitmq"}
+    reconnects = metric("streamer_bridge_reconnects_total", **labels)
+    url = "amqp://guest:guest@127.0.0.1:5672/?heartbeat=1"
+    bridge = start(server.url, queue, RABBITMQ_URL=url, RABBITMQ_PREFETCH="100")
+    try:
+        down_since = time.monotonic()
+        # RabbitMQ closes a connection that misses two heartbeats: 4 s is well past it.
+        wait_for(
+            lambda: failures(caplog) >= 3 and time.monotonic() - down_since > 4,
+            timeout=30,
+            what="Redis down for four heartbeat intervals",
+        )
+        assert "RabbitMQ connection lost" not in caplog.text
+        server = RedisServer(tmp_path / "redis", port=server.port, appendonly=True).start()
+        wait_for(lambda: done(client, queue, 300), timeout=30, what="all bridged")
+        bridge.stop()
+        assert all_numbers(client, KEYS) == list(range(300))
+    finally:
+        client.close()
+        server.stop()
+    assert metric("streamer_bridge_reconnects_total", **labels) == reconnects
+    assert "RabbitMQ connection lost" not in caplog.text
 
 
 def test_broker_lost_while_redis_is_down_the_held_batch_is_written_before_reconnecting(
