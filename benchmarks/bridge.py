@@ -6,7 +6,8 @@ private redis-server and times it from its first XADD until every message is in 
 ingress streams. CPU per message is read from /proc for the bridge and for redis-server over
 that window (wall time on a shared machine is noisy; CPU time is the steadier figure), next
 to the 1-minute load average. Checks exactly-once (every message once, queue empty), then
-writes the "## RabbitMQ bridge" section of BENCHMARKS.md unless ``--no-write``.
+writes its line into the "## RabbitMQ bridge" section of BENCHMARKS.md (only between the
+latest-run markers, so the history kept there stays) unless ``--no-write``.
 
 ``--profile FILE`` samples the bridge with py-spy (``--nonblocking``, collapsed stacks) for
 the whole run, for a flame graph of where the bridge's CPU goes.
@@ -42,6 +43,7 @@ from tests.support.rabbit import (
 from tests.support.servers import streamer_env
 
 SECTION = "## RabbitMQ bridge"
+LATEST = ("<!-- bridge benchmark: latest run -->", "<!-- /bridge benchmark: latest run -->")
 RESULTS = Path("BENCHMARKS.md")
 KEYS = Keys.from_settings(RedisSettings.from_env(Env({})))
 
@@ -109,6 +111,7 @@ def run(messages: int, prefetch: str, profile: Path | None) -> Result:
             spy.wait(30)
         client.close()
         server.stop()
+        shutil.rmtree(server.workdir, ignore_errors=True)
         delete_queues(queue, dead_letter_queue(queue))
     return Result(
         messages, messages - first, elapsed, cpu, redis_cpu, publish_s, load_before, load_after
@@ -135,6 +138,21 @@ def describe(r: Result, prefetch: str) -> str:
     )
 
 
+def record(path: Path, text: str) -> None:
+    """Put ``text`` between the latest-run markers of the section (creating the section,
+    or the markers at its top, if missing); the rest of the section is left as it is."""
+    start, end = LATEST
+    block = f"{start}\n{text}\n{end}"
+    current = path.read_text() if path.exists() else ""
+    if SECTION not in current:
+        write_section(path, SECTION, f"{SECTION}\n\n{block}\n")
+    elif start in current and end in current:
+        head, rest = current.split(start, 1)
+        path.write_text(head + block + rest.split(end, 1)[1])
+    else:
+        path.write_text(current.replace(SECTION, f"{SECTION}\n\n{block}", 1))
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="benchmarks.bridge")
     parser.add_argument("--messages", type=int, default=100_000)
@@ -145,12 +163,8 @@ def main(argv: list[str]) -> None:
     line = describe(run(args.messages, args.prefetch, args.profile), args.prefetch)
     print(f"machine: {machine()}\nbridge: {line}")
     if not args.no_write:
-        write_section(
-            RESULTS,
-            SECTION,
-            f"{SECTION}\n\n`python -m benchmarks bridge` ({time.strftime('%Y-%m-%d')}, "
-            f"{machine()}; RabbitMQ and Redis on the same host):\n\n- {line}\n",
-        )
+        when = f"{time.strftime('%Y-%m-%d')}, {machine()}; RabbitMQ and Redis on the same host"
+        record(RESULTS, f"Latest `python -m benchmarks bridge` ({when}):\n\n- {line}")
 
 
 if __name__ == "__main__":
