@@ -154,6 +154,9 @@ class RabbitBridge:
             log.warning("stopping with Redis unreachable: the batch in flight stays un-acked")
         finally:
             self._close()
+            # Exiting: a write still in flight (only after an unexpected error) gets the
+            # shutdown grace, not a retry loop that would keep the process alive.
+            self._stopping.set()
             self._writing.close()
         log.info("rabbitmq bridge stopped")
 
