@@ -9,6 +9,9 @@ to the 1-minute load average. Checks exactly-once (every message once, queue emp
 writes its line into the "## RabbitMQ bridge" section of BENCHMARKS.md (only between the
 latest-run markers, so the history kept there stays) unless ``--no-write``.
 
+``--broker-pid PID`` also reports the broker's CPU per message over the same window (the
+broker may be shared: whatever else it serves meanwhile is counted too).
+
 ``--profile FILE`` samples the bridge with py-spy (``--nonblocking``, collapsed stacks) for
 the whole run, for a flame graph of where the bridge's CPU goes.
 """
@@ -58,6 +61,7 @@ class Result:
     publish_s: float
     load_before: float
     load_after: float
+    broker_cpu_s: float | None = None
 
     @property
     def rate(self) -> float:
@@ -67,7 +71,7 @@ class Result:
         return cpu_s / self.timed * 1e6
 
 
-def run(messages: int, prefetch: str, profile: Path | None) -> Result:
+def run(messages: int, prefetch: str, profile: Path | None, broker: int | None) -> Result:
     queue = unique_queue("bench_bridge")
     server = private_redis()
     assert server.process is not None
@@ -93,10 +97,12 @@ def run(messages: int, prefetch: str, profile: Path | None) -> Result:
         )
         first = ingress_length(client, KEYS)
         cpu0, redis0 = cpu_seconds(proc.pid), cpu_seconds(server.process.pid)
+        broker0 = cpu_seconds(broker) if broker else 0.0
         started = time.perf_counter()
         wait_for(lambda: ingress_length(client, KEYS) >= messages, timeout=600, what="all bridged")
         elapsed = time.perf_counter() - started
         cpu, redis_cpu = cpu_seconds(proc.pid) - cpu0, cpu_seconds(server.process.pid) - redis0
+        broker_cpu = cpu_seconds(broker) - broker0 if broker else None
         load_after = os.getloadavg()[0]
         # Checked after timing: each check opens an AMQP connection, too costly to poll.
         wait_for(lambda: ready_count(queue) == 0, timeout=30, interval=0.2, what="all acked")
@@ -113,8 +119,9 @@ def run(messages: int, prefetch: str, profile: Path | None) -> Result:
         server.stop()
         shutil.rmtree(server.workdir, ignore_errors=True)
         delete_queues(queue, dead_letter_queue(queue))
+    timed = messages - first
     return Result(
-        messages, messages - first, elapsed, cpu, redis_cpu, publish_s, load_before, load_after
+        messages, timed, elapsed, cpu, redis_cpu, publish_s, load_before, load_after, broker_cpu
     )
 
 
@@ -126,14 +133,16 @@ def start_profiler(pid: int, output: Path) -> subprocess.Popen[bytes]:
 
 
 def describe(r: Result, prefetch: str) -> str:
+    cpu = [("bridge", r.bridge_cpu_s), ("redis-server", r.redis_cpu_s)]
+    if r.broker_cpu_s is not None:
+        cpu.append(("RabbitMQ (shared)", r.broker_cpu_s))
+    per_message = ", ".join(f"{name} {r.per_message_us(s):.1f} µs" for name, s in cpu)
     return (
         f"{r.messages:,} persistent messages (1,000 users), one bridge process, "
         f"RABBITMQ_PREFETCH={prefetch}: **{r.rate:,.0f} messages/s** ({r.timed:,} timed from "
-        f"the first XADD in {r.elapsed_s:.2f}s); CPU per message: bridge "
-        f"{r.per_message_us(r.bridge_cpu_s):.1f} µs, redis-server "
-        f"{r.per_message_us(r.redis_cpu_s):.1f} µs; 1-minute load average "
-        f"{r.load_before:.1f} before, {r.load_after:.1f} after. Exactly once: every message "
-        f"in the stream once, queue empty. Publishing them with confirms took "
+        f"the first XADD in {r.elapsed_s:.2f}s); CPU per message: {per_message}; 1-minute "
+        f"load average {r.load_before:.1f} before, {r.load_after:.1f} after. Exactly once: "
+        f"every message in the stream once, queue empty. Publishing them with confirms took "
         f"{r.publish_s:.2f}s."
     )
 
@@ -159,8 +168,10 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--prefetch", default="2000")
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of the bridge")
     parser.add_argument("--no-write", action="store_true", help="print, leave BENCHMARKS.md")
+    parser.add_argument("--broker-pid", type=int, help="also report this process's CPU")
     args, _ = parser.parse_known_args(argv)
-    line = describe(run(args.messages, args.prefetch, args.profile), args.prefetch)
+    result = run(args.messages, args.prefetch, args.profile, args.broker_pid)
+    line = describe(result, args.prefetch)
     print(f"machine: {machine()}\nbridge: {line}")
     if not args.no_write:
         when = f"{time.strftime('%Y-%m-%d')}, {machine()}; RabbitMQ and Redis on the same host"
