@@ -119,7 +119,7 @@ def amqp_check(delivery: AmqpDelivery) -> bool:
     producer's ``message_id`` (a publisher retrying a publish sends the same id again).
 
     A first delivery without ``message_id`` is never skipped: two identical bodies are two
-    messages. Our own retry of a batch is made safe by the batch marker instead
+    messages. Our own retry of a batch is made safe by its progress records instead
     (``bridges.batching``), not by this check."""
     return delivery.redelivered or bool(delivery.message_id)
 

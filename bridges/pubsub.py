@@ -4,7 +4,7 @@ Pub/Sub is fire and forget: Redis drops whatever is published while this bridge 
 subscribed (restart, outage, reconnect). Producers that need durability XADD to the stream
 or use RabbitMQ. What the bridge has received it writes with retries: valid messages to the
 stream, invalid ones to the DLQ with reason ``bridge_invalid``. Each batch carries a
-per-process batch marker so that retrying a write that did happen adds nothing.
+per-process progress record so that retrying a write that did happen adds nothing.
 
 A message on a channel that is subscribed and also matches a pattern (or matches several
 patterns) arrives once per subscription; ``Subscriptions`` keeps one copy. On stop the
@@ -45,10 +45,10 @@ _TRANSIENT: tuple[type[BaseException], ...] = (*REDIS_ERRORS, RetryableError)
 
 BRIDGE = "pubsub"
 _POLL_S = 0.5
-# Pub/Sub has no redelivery: a batch marker only has to cover this process retrying a batch
-# whose reply it did not get, normally seconds later. A retry more than this long after a
-# try that Redis did run (a long outage right after it) may write that part twice.
-MARKER_TTL_S = 60
+# Pub/Sub has no redelivery and records no digests: the progress records only cover this
+# process retrying a batch whose reply it did not get. They are a few keys per process, so
+# they can outlive any outage worth riding out.
+MARKER_TTL_S = 3600
 PING_MESSAGE = "streamer-bridge-ping"
 # What a published message arrives as: on a channel, on a pattern, on a shard channel.
 _MESSAGE_TYPES = ("message", "pmessage", "smessage")

@@ -77,11 +77,11 @@ class RabbitSettings:
             # batch while one is written. 2,000 small events are a few MB in the bridge.
             prefetch=env.int("RABBITMQ_PREFETCH", 2000, minimum=1, maximum=65535),
             declare_queues=env.bool("RABBITMQ_DECLARE_QUEUES", True),
-            # A marker must outlive the redelivery of a message written but not acked: on a
-            # lost connection at once, for a stuck consumer after RabbitMQ's consumer
-            # timeout (30 min by default), after a crash when a bridge is back. One hour
-            # covers the timeout plus a restart; a bridge down for longer may double up to
-            # RABBITMQ_PREFETCH messages per crash. Each marker costs ~120 bytes of Redis.
+            # A recorded digest must outlive the redelivery of a message written but not
+            # acked: on a lost connection at once, for a stuck consumer after RabbitMQ's
+            # consumer timeout (30 min by default), after a crash when a bridge is back. One
+            # hour covers the timeout plus a restart; a bridge down for longer may double up
+            # to one batch per crash. Each digest costs ~85 bytes of Redis.
             dedupe_ttl_s=env.int("BRIDGE_DEDUPE_TTL_S", 3600, minimum=60),
             shutdown_grace_s=env.float("BRIDGE_SHUTDOWN_GRACE_S", 10.0),
         )
