@@ -13,7 +13,7 @@ from bridges.settings import RabbitSettings
 from streamer.infra.redis import connect_sync
 from streamer.infra.settings import Env
 from streamer.worker.main import Worker
-from tests.support.events import worker_settings
+from tests.support.events import KEYS, worker_settings
 from tests.support.gateway import numbers, open_socket, receive, running_gateway
 from tests.support.rabbit import (
     InThread,
@@ -36,11 +36,6 @@ def queue() -> Iterator[str]:
     delete_queues(name, dead_letter_queue(name))
 
 
-# RE-ENABLE when the partitioned worker lands (issue 13): the bridge now writes each event to
-# its user's partition stream (Keys.ingress), which the worker on this branch does not read
-# yet. What the bridge writes is tested in test_rabbitmq.py; this test proves the rest of the
-# path and should pass unchanged once workers consume the partition streams.
-@pytest.mark.skip(reason="RE-ENABLE after the partitioned worker lands: it must read Keys.ingress")
 async def test_rabbitmq_message_reaches_a_connected_websocket_once(
     redis: aioredis.Redis, redis_server: RedisServer, queue: str
 ) -> None:
@@ -51,7 +46,11 @@ async def test_rabbitmq_message_reaches_a_connected_websocket_once(
     bridge = InThread(
         RabbitBridge(settings, connect_sync(redis_server.url, client_name="e2e"), "e2e")
     ).start()
-    worker = Worker(redis, worker_settings(redis_server.url))
+    # The bridge writes to alice's ingress partition. Until workers consume the partition
+    # streams (issue 13), a worker pointed at that one stream stands in for them: DROP the
+    # STREAM_KEY override when the partitioned worker lands.
+    partition = KEYS.ingress("alice")
+    worker = Worker(redis, worker_settings(redis_server.url, STREAM_KEY=partition))
     working = asyncio.create_task(worker.run())
     try:
         async with running_gateway(redis_server.url) as gateway:
