@@ -23,7 +23,7 @@ Wait = Callable[[float, float | None], None]
 
 
 def write_until_taken(
-    write: Callable[[], list[str | None]],
+    write: Callable[[], list[bool]],
     *,
     backoff: Backoff,
     health: HealthTracker,
@@ -31,7 +31,7 @@ def write_until_taken(
     grace_s: float,
     wait: Wait,
     holding: str,
-) -> list[str | None]:
+) -> list[bool]:
     """Call ``write`` until it succeeds. ``holding`` says what waits, for the log line."""
     give_up_at: float | None = None
     while True:
@@ -49,3 +49,14 @@ def write_until_taken(
             continue
         health.ok("redis")
         return results
+
+
+def sleep_until_stopped(
+    stopping: threading.Event, delay_s: float, give_up_at: float | None
+) -> None:
+    """A ``Wait`` without a broker to keep alive: until the delay passes or, while running,
+    the bridge is stopped (the grace starts then); once stopping, never past the grace."""
+    if give_up_at is None:
+        stopping.wait(delay_s)
+    else:
+        time.sleep(max(0.0, min(delay_s, give_up_at - time.monotonic())))

@@ -3,8 +3,8 @@
 Pub/Sub is fire and forget: Redis drops whatever is published while this bridge is not
 subscribed (restart, outage, reconnect). Producers that need durability XADD to the stream
 or use RabbitMQ. What the bridge has received it writes with retries: valid messages to the
-stream, invalid ones to the DLQ with reason ``bridge_invalid``. Each message carries a
-per-process sequence marker so that retrying a write that did happen adds nothing.
+stream, invalid ones to the DLQ with reason ``bridge_invalid``. Each batch carries a
+per-process progress record so that retrying a write that did happen adds nothing.
 
 A message on a channel that is subscribed and also matches a pattern (or matches several
 patterns) arrives once per subscription; ``Subscriptions`` keeps one copy. On stop the
@@ -17,7 +17,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -27,12 +26,12 @@ from redis.client import PubSub
 from bridges.core import (
     BRIDGE_INVALID,
     PubSubMessage,
-    StreamWrite,
     Subscriptions,
+    dead_letter_stream,
     plan_pubsub,
 )
-from bridges.holding import write_until_taken
-from bridges.idempotent import IdempotentWriter
+from bridges.holding import sleep_until_stopped, write_until_taken
+from bridges.idempotent import Batch, IdempotentWriter
 from bridges.settings import PubSubSettings
 from streamer.contract.keys import Keys
 from streamer.infra import metrics
@@ -46,11 +45,13 @@ _TRANSIENT: tuple[type[BaseException], ...] = (*REDIS_ERRORS, RetryableError)
 
 BRIDGE = "pubsub"
 _POLL_S = 0.5
-# Pub/Sub has no redelivery: a marker only has to cover this process retrying a batch
-# whose write failed part-way, normally seconds later. A retry more than this long after a
-# partial write (a long Redis outage) may write that batch's written part twice.
-MARKER_TTL_S = 60
+# Pub/Sub has no redelivery and records no digests: the progress records only cover this
+# process retrying a batch whose reply it did not get. They are a few keys per process, so
+# they can outlive any outage worth riding out.
+MARKER_TTL_S = 3600
 PING_MESSAGE = "streamer-bridge-ping"
+# What a published message arrives as: on a channel, on a pattern, on a shard channel.
+_MESSAGE_TYPES = ("message", "pmessage", "smessage")
 
 
 class Liveness:
@@ -89,8 +90,6 @@ class PubSubBridge:
         self._keys = Keys.from_settings(settings.common.redis)
         self._writer = IdempotentWriter(sink, self._keys, MARKER_TTL_S)
         self._subscriptions = Subscriptions(settings.channels, settings.patterns)
-        self._instance = uuid.uuid4().hex[:12]
-        self._seq = 0
         self._stopping = threading.Event()
         self.health = HealthTracker(settings.common.metrics.health_threshold_s, time.monotonic)
 
@@ -122,12 +121,18 @@ class PubSubBridge:
         log.info("pubsub bridge stopped")
 
     def _subscribe(self, pubsub: PubSub) -> None:
-        if self._settings.channels:
+        if self._settings.sharded:
+            # One SSUBSCRIBE per channel: in a cluster each channel's slot may be on
+            # another shard, and one command may only name channels of one slot.
+            for channel in self._settings.channels:
+                pubsub.ssubscribe(channel)  # type: ignore[no-untyped-call]
+        elif self._settings.channels:
             pubsub.subscribe(*self._settings.channels)  # type: ignore[no-untyped-call]
         if self._settings.patterns:
             pubsub.psubscribe(*self._settings.patterns)  # type: ignore[no-untyped-call]
         log.info(
-            "subscribed to channels %s, patterns %s",
+            "subscribed to %schannels %s, patterns %s",
+            "shard " if self._settings.sharded else "",
             ", ".join(self._settings.channels),
             ", ".join(self._settings.patterns) or "-",
         )
@@ -165,7 +170,10 @@ class PubSubBridge:
     def _drain(self, pubsub: PubSub, liveness: Liveness) -> None:
         """Unsubscribe, then write what Redis sent before it took effect: the confirmations
         come after every message published before, on the same connection."""
-        pubsub.unsubscribe()  # type: ignore[no-untyped-call]
+        if self._settings.sharded:
+            pubsub.sunsubscribe()  # type: ignore[no-untyped-call]
+        else:
+            pubsub.unsubscribe()  # type: ignore[no-untyped-call]
         if self._settings.patterns:
             pubsub.punsubscribe()  # type: ignore[no-untyped-call]
         deadline = time.monotonic() + self._settings.shutdown_grace_s
@@ -179,7 +187,7 @@ class PubSubBridge:
 
     def _message(self, raw: dict[str, Any]) -> PubSubMessage | None:
         """A message to bridge, or None for confirmations, PONGs and extra copies."""
-        if raw.get("type") not in ("message", "pmessage"):
+        if raw.get("type") not in _MESSAGE_TYPES:
             return None
         channel, data = raw["channel"], raw["data"]
         channel = channel if isinstance(channel, bytes) else str(channel).encode()
@@ -193,15 +201,11 @@ class PubSubBridge:
 
     def _flush(self, batch: list[PubSubMessage]) -> None:
         started = time.perf_counter()
-        writes = plan_pubsub(
-            batch, self._keys, self._settings.common.max_payload_bytes, self._instance, self._seq
-        )
-        self._seq += len(batch)
-        results = self._write_with_retries(writes, len(batch))
-        for write, result in zip(writes, results, strict=True):
-            if result is None:
-                metrics.BRIDGE_DUPLICATES.labels(BRIDGE).inc()
-            elif write.stream == self._keys.dlq:
+        writes = plan_pubsub(batch, self._keys, self._settings.common.max_payload_bytes)
+        self._write_with_retries(self._writer.batch(writes))
+        dead = dead_letter_stream(self._keys)
+        for write in writes:
+            if write.stream == dead:
                 log.warning(
                     "invalid message on %s dead-lettered: %s",
                     write.fields["pubsub_channel"],
@@ -212,25 +216,22 @@ class PubSubBridge:
                 metrics.BRIDGED.labels(BRIDGE).inc()
         metrics.BRIDGE_BATCH_DURATION.labels(BRIDGE).observe(time.perf_counter() - started)
 
-    def _write_with_retries(self, writes: list[StreamWrite], count: int) -> list[str | None]:
+    def _write_with_retries(self, batch: Batch) -> None:
         """Hold on to what was received until Redis takes it; once stopping, for at most
         BRIDGE_SHUTDOWN_GRACE_S more."""
         try:
-            return write_until_taken(
-                lambda: self._writer.write(writes),
+            write_until_taken(
+                lambda: self._writer.write(batch),
                 backoff=self._settings.common.backoff(),
                 health=self.health,
                 stopping=self._stopping,
                 grace_s=self._settings.shutdown_grace_s,
-                wait=self._sleep,
-                holding=f"holding {count} messages",
+                wait=lambda delay_s, give_up_at: sleep_until_stopped(
+                    self._stopping, delay_s, give_up_at
+                ),
+                holding=f"holding {len(batch.writes)} messages",
             )
         except RetryableError:
+            count = len(batch.writes)
             log.error("stopping with Redis unreachable: %d received messages lost", count)
             raise
-
-    def _sleep(self, delay_s: float, give_up_at: float | None) -> None:
-        if give_up_at is None:
-            self._stopping.wait(delay_s)  # returns early on stop: the grace starts then
-        else:
-            time.sleep(max(0.0, min(delay_s, give_up_at - time.monotonic())))

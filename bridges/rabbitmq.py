@@ -1,18 +1,21 @@
 """`streamer bridge rabbitmq`: RabbitMQ queues -> the ingress stream, nothing lost or doubled.
 
 One BlockingConnection on the main thread consumes every queue on one channel with manual
-acks and a prefetch window. Deliveries gathered from one read are written in one pipelined
-round trip of idempotent XADDs (``bridges.idempotent``), then acked with ``multiple=True``.
-Nothing is acked before its XADD succeeded; a message redelivered after a crash between
-XADD and ack is recognised by its marker and skipped. Invalid messages are rejected without
-requeue, so RabbitMQ moves them to ``<queue>.dead``.
+acks and a prefetch window. Deliveries gathered from one read (up to half the window) are
+written as one batch of idempotent XADDs (``bridges.idempotent``) by a worker thread
+(``bridges.inflight``), one batch at a time, while the main thread reads the next; once
+written, the main thread acks it with ``multiple=True``. Nothing is acked before its XADD
+succeeded; a message redelivered after a crash between XADD and ack is recognised by its
+recorded digest and skipped. Invalid messages are rejected without requeue, so RabbitMQ
+moves them to ``<queue>.dead``.
 
-pika only services heartbeats inside ``process_data_events``/``sleep``, so every wait here
-goes through ``connection.sleep`` and every Redis call is bounded by a short socket timeout.
+pika only services heartbeats inside ``process_data_events``, which the main thread keeps
+calling whatever Redis does; all pika calls stay on that thread.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -26,11 +29,11 @@ from bridges.core import (
     BRIDGE_ERROR,
     AmqpDelivery,
     AmqpPlan,
-    StreamWrite,
     plan_amqp,
 )
-from bridges.holding import write_until_taken
-from bridges.idempotent import IdempotentWriter
+from bridges.holding import sleep_until_stopped, write_until_taken
+from bridges.idempotent import Batch, IdempotentWriter
+from bridges.inflight import InFlight
 from bridges.settings import RabbitSettings
 from streamer.contract.keys import Keys
 from streamer.infra import metrics
@@ -114,6 +117,9 @@ class RabbitBridge:
         self._name = name
         self._stopping = threading.Event()
         self._pending: list[AmqpDelivery] = []
+        self._writing: InFlight[tuple[AmqpPlan, list[AmqpDelivery]], list[bool]] = InFlight(
+            "redis-writer"
+        )
         self._connection: pika.BlockingConnection | None = None
         self._channel: Any = None
         self._consumer_tags: list[str] = []
@@ -135,17 +141,23 @@ class RabbitBridge:
                     backoff.reset()
                     self._consume()
                 except _BROKER_ERRORS as exc:
-                    # Un-acked deliveries return to their queues; drop our copies.
-                    self._pending.clear()
-                    self._close()
                     self.health.failed("rabbitmq")
                     delay = backoff.next_s()
                     log.warning("RabbitMQ connection lost (%r); reconnecting in %.2fs", exc, delay)
+                    # Un-acked deliveries return to their queues; drop our copies, once the
+                    # batch being written is written to the end (see _finish_write).
+                    self._finish_write()
+                    self._pending.clear()
+                    self._close()
                     self._stopping.wait(delay)
         except _GiveUp:
             log.warning("stopping with Redis unreachable: the batch in flight stays un-acked")
         finally:
             self._close()
+            # Exiting: a write still in flight (only after an unexpected error) gets the
+            # shutdown grace, not a retry loop that would keep the process alive.
+            self._stopping.set()
+            self._writing.close()
         log.info("rabbitmq bridge stopped")
 
     # --- connection ----------------------------------------------------------------------
@@ -210,46 +222,82 @@ class RabbitBridge:
         while not self._stopping.is_set():
             self._connection.process_data_events(time_limit=_POLL_S)
             self._gather()
-            if self._pending:
-                self._flush()
+            self._advance()
             if self._cancelled_by_broker:
                 # The queue was deleted or the node failed over: start over (declare again).
                 raise pika.exceptions.ConsumerCancelled("consumer cancelled by the broker")
         self._shutdown()
 
     def _gather(self) -> None:
-        """Take whatever else is already readable, up to the prefetch window: bigger batches
-        mean fewer Redis round trips, and we never wait for more."""
+        """Take whatever else is already readable, up to a batch: bigger batches mean fewer
+        Redis round trips, and we never wait for more. A batch is half the prefetch window,
+        so the broker still has room to send the next one while one is written."""
         assert self._connection is not None
-        while self._pending and len(self._pending) < self._settings.prefetch:
+        while self._pending and len(self._pending) < self._settings.batch_max:
             before = len(self._pending)
             self._connection.process_data_events(time_limit=0)
             if len(self._pending) == before:
                 return
+
+    def _advance(self) -> None:
+        """Ack the batch written, if it is; then hand the next one to the writer thread."""
+        if self._writing.finished:
+            self._settle(*self._taken())
+        if not self._writing.busy and self._pending:
+            self._start_write()
 
     def _shutdown(self) -> None:
         """Stop consuming, then write and ack what was already handed to us."""
         for tag in self._consumer_tags:
             self._channel.basic_cancel(tag)
         self._consumer_tags = []
-        if self._pending:
-            self._flush()
+        while self._writing.busy or self._pending:
+            if self._writing.busy:
+                self._serve_until_written()
+                self._settle(*self._taken())
+            if self._pending:
+                self._start_write()
         self._close()
 
-    def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        started = time.perf_counter()
-        plan = plan_amqp(batch, self._keys, self._settings.common.max_payload_bytes)
-        results = self._write(plan.writes)
-        self._settle(plan, batch)
-        written = sum(r is not None for r in results)
-        metrics.BRIDGED.labels(BRIDGE).inc(written)
-        if written < len(results):
-            metrics.BRIDGE_DUPLICATES.labels(BRIDGE).inc(len(results) - written)
-        metrics.BRIDGE_BATCH_DURATION.labels(BRIDGE).observe(time.perf_counter() - started)
+    def _serve_until_written(self) -> None:
+        """Keep the connection serviced (heartbeats; deliveries the broker sent before the
+        cancel land in the pending batch) while the writer thread finishes its batch."""
+        assert self._connection is not None
+        while not self._writing.finished:
+            self._connection.process_data_events(time_limit=_POLL_S)
 
-    def _settle(self, plan: AmqpPlan, batch: list[AmqpDelivery]) -> None:
-        ids = {d.tag: d.message_id for d in batch}
+    def _start_write(self) -> None:
+        assert self._connection is not None
+        batch_max = self._settings.batch_max
+        deliveries, self._pending = self._pending[:batch_max], self._pending[batch_max:]
+        plan = plan_amqp(deliveries, self._keys, self._settings.common.max_payload_bytes)
+        batch = self._writer.batch(plan.writes)
+        connection = self._connection
+        self._writing.start(
+            (plan, deliveries), lambda: self._write(batch), lambda: _wake(connection)
+        )
+
+    def _taken(self) -> tuple[AmqpPlan, list[AmqpDelivery], list[bool]]:
+        """The batch in flight once written (waits for it). Raises _GiveUp if the bridge is
+        stopping and Redis did not take it within the grace."""
+        try:
+            (plan, deliveries), written = self._writing.take()
+        except RetryableError as exc:
+            raise _GiveUp from exc
+        return plan, deliveries, written
+
+    def _finish_write(self) -> None:
+        """Before reconnecting after a broker failure, let the batch in flight be written:
+        it can no longer be acked, and its messages will be redelivered, but a try whose
+        reply never came may still reach Redis late (held by a frozen Redis, retransmitted
+        after a partition). Written to the end, the progress records make that try add
+        nothing; redeliveries written first, as a new batch, would not stop it."""
+        if self._writing.busy:
+            self._taken()
+
+    def _settle(self, plan: AmqpPlan, batch: list[AmqpDelivery], written: list[bool]) -> None:
+        """Reject the invalid messages, ack the batch, count."""
+        ids = {d.tag: d.message_id for d in batch} if plan.rejects else {}
         for r in plan.rejects:
             log.warning(
                 "rejecting message %s from %s to %s: %s: %s",
@@ -263,26 +311,36 @@ class RabbitBridge:
             self._channel.basic_reject(r.tag, requeue=False)
         if plan.ack_through is not None:
             self._channel.basic_ack(plan.ack_through, multiple=True)
+        appended = sum(written)
+        metrics.BRIDGED.labels(BRIDGE).inc(appended)
+        if appended < len(written):
+            metrics.BRIDGE_DUPLICATES.labels(BRIDGE).inc(len(written) - appended)
 
-    def _write(self, writes: list[StreamWrite]) -> list[str | None]:
-        """Write until Redis takes the batch. Waits go through connection.sleep so
-        heartbeats continue; more deliveries may arrive meanwhile (bounded by prefetch)."""
-        assert self._connection is not None
+    def _write(self, batch: Batch) -> list[bool]:
+        """In the writer thread: write until Redis takes the batch, retrying the same batch
+        (it resumes where a failed try stopped); once stopping, for at most the grace."""
+        started = time.perf_counter()
         backoff = self._settings.common.backoff()
-        connection = self._connection
-        try:
-            results = write_until_taken(
-                lambda: self._writer.write(writes),
-                backoff=backoff,
-                health=self.health,
-                stopping=self._stopping,
-                grace_s=self._settings.shutdown_grace_s,
-                wait=lambda delay, _: connection.sleep(delay),
-                holding=f"batch of {len(writes)} not acked",
-            )
-        except RetryableError as exc:
-            raise _GiveUp from exc
+        written = write_until_taken(
+            lambda: self._writer.write(batch),
+            backoff=backoff,
+            health=self.health,
+            stopping=self._stopping,
+            grace_s=self._settings.shutdown_grace_s,
+            wait=lambda delay_s, give_up_at: sleep_until_stopped(
+                self._stopping, delay_s, give_up_at
+            ),
+            holding=f"batch of {len(batch.writes)} not acked",
+        )
         if backoff.attempts:
             metrics.BRIDGE_RECONNECTS.labels(BRIDGE, "redis").inc()
             log.info("redis is back after %d failed attempt(s)", backoff.attempts)
-        return results
+        metrics.BRIDGE_BATCH_DURATION.labels(BRIDGE).observe(time.perf_counter() - started)
+        return written
+
+
+def _wake(connection: pika.BlockingConnection) -> None:
+    """From the writer thread: make the main thread's process_data_events return, so that
+    it acks the batch now rather than after its poll timeout."""
+    with contextlib.suppress(pika.exceptions.ConnectionWrongStateError):
+        connection.add_callback_threadsafe(lambda: None)

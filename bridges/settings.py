@@ -56,6 +56,11 @@ class RabbitSettings:
     dedupe_ttl_s: int
     shutdown_grace_s: float
 
+    @property
+    def batch_max(self) -> int:
+        """Deliveries written (and acked) together at most: half the prefetch window."""
+        return (self.prefetch + 1) // 2
+
     @classmethod
     def from_env(cls, env: Env | None = None) -> RabbitSettings:
         env = env or Env()
@@ -67,13 +72,16 @@ class RabbitSettings:
             common=BridgeCommon.from_env(env, RABBITMQ_BRIDGE_METRICS_PORT),
             url=url,
             queues=tuple(dict.fromkeys((first, *env.list("RABBITMQ_QUEUES")))),
-            prefetch=env.int("RABBITMQ_PREFETCH", 200, minimum=1, maximum=65535),
+            # Batches take up to half of it: bigger batches cost less CPU per message (one
+            # script call per stream and batch), and the broker keeps sending the next
+            # batch while one is written. 2,000 small events are a few MB in the bridge.
+            prefetch=env.int("RABBITMQ_PREFETCH", 2000, minimum=1, maximum=65535),
             declare_queues=env.bool("RABBITMQ_DECLARE_QUEUES", True),
-            # A marker must outlive the redelivery of a message written but not acked: on a
-            # lost connection at once, for a stuck consumer after RabbitMQ's consumer
-            # timeout (30 min by default), after a crash when a bridge is back. One hour
-            # covers the timeout plus a restart; a bridge down for longer may double up to
-            # RABBITMQ_PREFETCH messages per crash. Each marker costs ~120 bytes of Redis.
+            # A recorded digest must outlive the redelivery of a message written but not
+            # acked: on a lost connection at once, for a stuck consumer after RabbitMQ's
+            # consumer timeout (30 min by default), after a crash when a bridge is back. One
+            # hour covers the timeout plus a restart; a bridge down for longer may double up
+            # to one batch per crash. Each digest costs ~85 bytes of Redis.
             dedupe_ttl_s=env.int("BRIDGE_DEDUPE_TTL_S", 3600, minimum=60),
             shutdown_grace_s=env.float("BRIDGE_SHUTDOWN_GRACE_S", 10.0),
         )
@@ -87,6 +95,7 @@ class PubSubSettings:
     source_url: str
     channels: tuple[str, ...]
     patterns: tuple[str, ...]
+    sharded: bool
     batch_max: int
     shutdown_grace_s: float
     ping_interval_s: float
@@ -96,11 +105,21 @@ class PubSubSettings:
         env = env or Env()
         common = BridgeCommon.from_env(env, PUBSUB_BRIDGE_METRICS_PORT)
         first = env.text("REDIS_PUBSUB_CHANNEL_NAME", "general_notifications")
+        patterns = env.list("REDIS_PUBSUB_PATTERNS")
+        # Sharded Pub/Sub (SSUBSCRIBE, Redis 7): a channel lives on the shard owning its slot;
+        # there is no pattern form of it.
+        sharded = env.bool("REDIS_PUBSUB_SHARDED", False)
+        if sharded and patterns:
+            raise ConfigError(
+                "REDIS_PUBSUB_PATTERNS: sharded Pub/Sub (REDIS_PUBSUB_SHARDED=true) has no "
+                "pattern subscriptions; list the channels in REDIS_PUBSUB_CHANNELS"
+            )
         return cls(
             common=common,
             source_url=env.redis_url("REDIS_PUBSUB_URL", common.redis.url),
             channels=tuple(dict.fromkeys((first, *env.list("REDIS_PUBSUB_CHANNELS")))),
-            patterns=env.list("REDIS_PUBSUB_PATTERNS"),
+            patterns=patterns,
+            sharded=sharded,
             batch_max=env.int("BRIDGE_BATCH_MAX", 500, minimum=1, maximum=10000),
             shutdown_grace_s=env.float("BRIDGE_SHUTDOWN_GRACE_S", 10.0),
             ping_interval_s=env.float("REDIS_PUBSUB_PING_INTERVAL_S", 10.0, minimum=0.05),

@@ -15,15 +15,16 @@ from bridges.core import (
     AmqpDelivery,
     Backoff,
     PubSubMessage,
-    amqp_marker,
-    hash_tag,
-    marker_key,
+    amqp_digest,
+    dead_letter_stream,
     plan_amqp,
     plan_pubsub,
+    target_stream,
 )
 from bridges.settings import PubSubSettings, RabbitSettings
 from streamer.bridging import register
 from streamer.cli import COMMAND_MODULES
+from streamer.contract.event import payload_decoder
 from streamer.contract.keys import Keys
 from streamer.infra.errors import ConfigError
 from streamer.infra.settings import Env, RedisSettings
@@ -37,29 +38,57 @@ def delivery(tag: int, body: bytes = GOOD, message_id: str | None = None) -> Amq
     return AmqpDelivery(tag, "q", "q", message_id, tag % 2 == 0, body)
 
 
-def test_marker_is_scoped_by_queue_and_keyed_by_message_id_else_routing_key_and_body() -> None:
-    """The dedupe marker depends on the queue and the message id when given, else on the
-    routing key and body; it is short and of fixed length whatever the inputs."""
-    with_id = amqp_marker(delivery(1, message_id="m-1"))
-    assert with_id == amqp_marker(delivery(9, body=b"other", message_id="m-1"))
-    assert with_id != amqp_marker(AmqpDelivery(1, "q2", "q", "m-1", False, GOOD))
-    digest = amqp_marker(delivery(1))
-    assert digest == amqp_marker(delivery(7)) != with_id
-    assert digest != amqp_marker(AmqpDelivery(1, "q", "other", None, False, GOOD))
-    assert digest != amqp_marker(AmqpDelivery(1, "q2", "q", None, False, GOOD))
-    assert digest != amqp_marker(delivery(1, body=GOOD + b" "))
-    assert len(with_id) == len(digest) == len(amqp_marker(delivery(1, message_id="m" * 200)))
+def test_digest_is_scoped_by_queue_and_keyed_by_message_id_else_routing_key_and_body() -> None:
+    """The redelivery digest depends on the queue and the message id when given, else on
+    the routing key and body; it is short and of fixed length whatever the inputs."""
+    with_id = amqp_digest(delivery(1, message_id="m-1"))
+    assert with_id == amqp_digest(delivery(9, body=b"other", message_id="m-1"))
+    assert with_id != amqp_digest(AmqpDelivery(1, "q2", "q", "m-1", False, GOOD))
+    digest = amqp_digest(delivery(1))
+    assert digest == amqp_digest(delivery(7)) != with_id
+    assert digest != amqp_digest(AmqpDelivery(1, "q", "other", None, False, GOOD))
+    assert digest != amqp_digest(AmqpDelivery(1, "q2", "q", None, False, GOOD))
+    assert digest != amqp_digest(delivery(1, body=GOOD + b" "))
+    assert len(with_id) == len(digest) == len(amqp_digest(delivery(1, message_id="m" * 200)))
 
 
-def test_marker_is_checked_on_redelivery_or_with_a_message_id_only() -> None:
-    """A first delivery without message id is always written (identical bodies are two
-    messages); a redelivery, or a message id a publisher may have sent twice, is checked."""
+def test_every_write_records_its_digest_but_only_redeliveries_and_ids_are_checked() -> None:
+    """Every AMQP write records its digest (for a later redelivery to find); a first
+    delivery without message id is never skipped (identical bodies are two messages); a
+    redelivery, or a message id a publisher may have sent twice, is checked."""
     batch = [
         AmqpDelivery(1, "q", "q", None, False, GOOD),
         AmqpDelivery(2, "q", "q", None, True, GOOD),
         AmqpDelivery(3, "q", "q", "m-3", False, GOOD),
     ]
-    assert [w.check for w in plan_amqp(batch, KEYS, 65536).writes] == [False, True, True]
+    writes = plan_amqp(batch, KEYS, 65536).writes
+    assert [w.check for w in writes] == [False, True, True]
+    assert [w.digest for w in writes] == [amqp_digest(d) for d in batch]
+
+
+def event_for(user: str) -> bytes:
+    return json.dumps({"user_id": user, "event_type": "t"}).encode()
+
+
+def test_each_event_goes_to_its_users_ingress_partition() -> None:
+    """The target of a valid event is its user's partition stream (what producers XADD to),
+    never the compatibility stream; one user always lands in the same one."""
+    users = [f"user-{n}" for n in range(200)]
+    batch = [AmqpDelivery(n, "q", "q", None, False, event_for(u)) for n, u in enumerate(users)]
+    writes = plan_amqp(batch, KEYS, 65536).writes
+    assert [w.stream for w in writes] == [KEYS.ingress(u) for u in users]
+    assert len({w.stream for w in writes}) == KEYS.partition_count  # 200 users hit all 16
+    assert KEYS.stream not in {w.stream for w in writes}
+    messages = [PubSubMessage("c", event_for(u)) for u in users]
+    assert [w.stream for w in plan_pubsub(messages, KEYS, 65536)] == [w.stream for w in writes]
+
+
+def test_target_stream_is_the_users_partition_under_any_partition_count() -> None:
+    """target_stream follows Keys.ingress for the configured number of partitions."""
+    payload = payload_decoder.decode(event_for("alice"))
+    for count in (1, 4, 16, 64):
+        keys = Keys("notify:", "notify:events", "g", count)
+        assert target_stream(payload, keys) == keys.ingress("alice")
 
 
 def test_plan_writes_valid_rejects_invalid_and_acks_through_last_valid_tag() -> None:
@@ -71,7 +100,7 @@ def test_plan_writes_valid_rejects_invalid_and_acks_through_last_valid_tag() -> 
     assert result.writes[0].fields["amqp_message_id"] == "a"
     assert "amqp_message_id" not in result.writes[1].fields
     assert result.writes[1].fields["amqp_redelivered"] == "0"
-    assert {w.stream for w in result.writes} == {KEYS.stream}
+    assert {w.stream for w in result.writes} == {KEYS.ingress("u1")}
     assert [(r.tag, r.reason) for r in result.rejects] == [(2, "invalid_json"), (4, "schema")]
     assert result.ack_through == 3
 
@@ -95,29 +124,21 @@ def test_plan_of_only_invalid_messages_acks_nothing() -> None:
 
 
 def test_pubsub_plan_sends_invalid_to_dlq_with_contract_fields() -> None:
-    """Invalid Pub/Sub messages go to the DLQ with reason bridge_invalid, the decode
-    error, source_id pubsub:<channel> and deliveries; markers follow the sequence."""
+    """Invalid Pub/Sub messages go to the first partition's DLQ with reason bridge_invalid,
+    the decode error, source_id pubsub:<channel> and deliveries; nothing carries a digest
+    (nothing redelivers Pub/Sub messages)."""
     writes = plan_pubsub(
-        [PubSubMessage("general", GOOD), PubSubMessage("general", b"\xff")], KEYS, 65536, "i1", 7
+        [PubSubMessage("general", GOOD), PubSubMessage("general", b"\xff")], KEYS, 65536
     )
-    assert writes[0].stream == KEYS.stream
+    assert writes[0].stream == KEYS.ingress("u1")
     assert writes[0].fields == {"payload": GOOD, "pubsub_channel": "general"}
     dead = writes[1]
-    assert dead.stream == KEYS.dlq
+    assert dead.stream == dead_letter_stream(KEYS) == KEYS.partitions[0].dlq
     assert dead.fields["reason"] == BRIDGE_INVALID
     assert str(dead.fields["error"]).startswith("invalid_utf8:")
     assert dead.fields["source_id"] == "pubsub:general"
     assert dead.fields["deliveries"] == "1"
-    assert [w.marker for w in writes] == ["ps:i1:7", "ps:i1:8"]
-
-
-@pytest.mark.parametrize(
-    ("key", "tag"),
-    [("notify:events", "notify:events"), ("{app}:events", "app"), ("a{b}c{d}", "b")],
-)
-def test_marker_key_shares_the_streams_cluster_slot(key: str, tag: str) -> None:
-    """Marker keys carry the stream's hash tag so a script may touch both in a cluster."""
-    assert hash_tag(marker_key(KEYS, key, "mid:{x}")) == tag
+    assert [(w.digest, w.check) for w in writes] == [(None, False), (None, False)]
 
 
 def test_backoff_grows_is_capped_and_resets() -> None:
@@ -131,16 +152,28 @@ def test_backoff_grows_is_capped_and_resets() -> None:
 
 
 def test_settings_defaults_follow_the_seed_names() -> None:
-    """Defaults: the seed queue and channel names, prefetch 200, declared queues."""
+    """Defaults: the seed queue and channel names, prefetch 2000 (batches of 1000),
+    declared queues."""
     rabbit = RabbitSettings.from_env(Env({}))
     assert rabbit.queues == ("ai_updates_notifications",)
     assert rabbit.url == "amqp://guest:guest@127.0.0.1:5672/"
-    assert (rabbit.prefetch, rabbit.declare_queues) == (200, True)
+    assert (rabbit.prefetch, rabbit.batch_max, rabbit.declare_queues) == (2000, 1000, True)
     assert rabbit.dedupe_ttl_s == 3600  # RabbitMQ's 30 min consumer timeout plus a restart
     assert rabbit.common.metrics.port != 9100
     pubsub = PubSubSettings.from_env(Env({"REDIS_PUBSUB_CHANNELS": "a, general_notifications"}))
     assert pubsub.channels == ("general_notifications", "a")
     assert pubsub.source_url == pubsub.common.redis.url
+    assert not pubsub.sharded
+
+
+def test_sharded_pubsub_takes_channels_not_patterns() -> None:
+    """REDIS_PUBSUB_SHARDED=true selects SSUBSCRIBE; sharded Pub/Sub has no patterns, so
+    patterns with it fail at start-up naming both settings."""
+    sharded = PubSubSettings.from_env(Env({"REDIS_PUBSUB_SHARDED": "true"}))
+    assert sharded.sharded and sharded.channels == ("general_notifications",)
+    env = {"REDIS_PUBSUB_SHARDED": "true", "REDIS_PUBSUB_PATTERNS": "ai.*"}
+    with pytest.raises(ConfigError, match=r"^REDIS_PUBSUB_PATTERNS.*REDIS_PUBSUB_SHARDED"):
+        PubSubSettings.from_env(Env(env))
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ from pathlib import Path
 import redis
 from prometheus_client import REGISTRY
 
-from bridges.core import redis_glob
+from bridges.core import dead_letter_stream, redis_glob
 from bridges.pubsub import PubSubBridge
 from bridges.settings import PubSubSettings
 from streamer.infra.redis import connect_sync
@@ -20,6 +20,8 @@ from tests.support.rabbit import InThread, event, stream_numbers
 from tests.support.servers import RedisServer
 
 CHANNEL = "general_notifications"
+U1 = KEYS.ingress("u1")  # the partition stream of user u1, whose events the tests send
+DLQ = dead_letter_stream(KEYS)
 
 
 def start(url: str, **env: str) -> InThread:
@@ -43,6 +45,11 @@ def subscribed(sync_redis: redis.Redis, channel: str = CHANNEL, patterns: int = 
     return counts.get(channel.encode(), 0) >= 1 and sync_redis.pubsub_numpat() >= patterns
 
 
+def shard_subscribed(sync_redis: redis.Redis, channel: str) -> bool:
+    counts = dict(sync_redis.pubsub_shardnumsub(channel))  # type: ignore[no-untyped-call]
+    return bool(counts.get(channel.encode(), 0) >= 1)
+
+
 def test_messages_reach_the_stream_and_invalid_ones_the_dlq(
     sync_redis: redis.Redis, redis_server: RedisServer
 ) -> None:
@@ -53,19 +60,21 @@ def test_messages_reach_the_stream_and_invalid_ones_the_dlq(
     for n in range(300):
         sync_redis.publish(CHANNEL if n % 3 else "ai.progress", event(n))
     sync_redis.publish(CHANNEL, b'{"user_id": "u1"')
-    wait_for(lambda: sync_redis.xlen(KEYS.stream) >= 300 and sync_redis.xlen(KEYS.dlq) >= 1)
+    wait_for(lambda: sync_redis.xlen(U1) >= 300 and sync_redis.xlen(DLQ) >= 1)
     bridge.stop()
-    assert stream_numbers(sync_redis, KEYS.stream) == list(range(300))
-    channels = [f[b"pubsub_channel"] for _, f in sync_redis.xrange(KEYS.stream, count=2)]
+    assert stream_numbers(sync_redis, U1) == list(range(300))
+    channels = [f[b"pubsub_channel"] for _, f in sync_redis.xrange(U1, count=2)]
     assert channels == [b"ai.progress", CHANNEL.encode()]
-    [(_, dead)] = sync_redis.xrange(KEYS.dlq)
+    [(_, dead)] = sync_redis.xrange(DLQ)
     assert dead[b"reason"] == b"bridge_invalid"
     assert dead[b"source_id"] == f"pubsub:{CHANNEL}".encode()
     assert dead[b"error"].startswith(b"invalid_json:")
     assert (dead[b"payload"], dead[b"deliveries"]) == (b'{"user_id": "u1"', b"1")
-    # Markers only cover this process's own retries: short-lived, not hours of memory.
-    ttls = [sync_redis.ttl(key) for key in sync_redis.scan_iter(match="*bridged*", count=1000)]
-    assert len(ttls) == 301 and 0 < max(ttls) <= 60
+    # Progress records only cover this process's own retries: one per stream written to
+    # (here u1's partition and the DLQ), short-lived, and no digests (nothing redelivers).
+    records = [k.decode() for k in sync_redis.scan_iter(match="*bridged*", count=1000)]
+    assert len(records) == 2 and all(":p:" in r for r in records)
+    assert all(0 < sync_redis.ttl(key) <= 3600 for key in records)
 
 
 def test_resubscribes_after_a_redis_outage(tmp_path: Path) -> None:
@@ -80,8 +89,8 @@ def test_resubscribes_after_a_redis_outage(tmp_path: Path) -> None:
         server.stop()
         server = RedisServer(tmp_path / "redis", port=server.port).start()
         wait_for(lambda: subscribed(client), what="subscribed again")
-        client.publish(CHANNEL, json.dumps({"user_id": "u", "event_type": "t"}))
-        wait_for(lambda: client.xlen(KEYS.stream) == 1, what="bridged after the outage")
+        client.publish(CHANNEL, json.dumps({"user_id": "u1", "event_type": "t"}))
+        wait_for(lambda: client.xlen(U1) == 1, what="bridged after the outage")
         bridge.stop()
     finally:
         client.close()
@@ -101,9 +110,9 @@ def test_one_publish_is_bridged_once_whatever_subscriptions_match_it(
     published = {CHANNEL: 3, "general_x_notifications": 2, "ai_notifications": 1, "x": 0}
     for n, (channel, receivers) in enumerate(published.items()):
         assert sync_redis.publish(channel, event(n)) == receivers
-    wait_for(lambda: sync_redis.xlen(KEYS.stream) >= 3, what="bridged")
+    wait_for(lambda: sync_redis.xlen(U1) >= 3, what="bridged")
     bridge.stop()  # drains: any extra copy already sent would be written by now
-    channels = [f[b"pubsub_channel"].decode() for _, f in sync_redis.xrange(KEYS.stream)]
+    channels = [f[b"pubsub_channel"].decode() for _, f in sync_redis.xrange(U1)]
     assert channels == [CHANNEL, "general_x_notifications", "ai_notifications"]
 
 
@@ -120,7 +129,7 @@ def test_stop_writes_everything_redis_already_sent(
     receivers = sum(pipe.execute())
     bridge.stop()
     assert receivers == 5000
-    assert stream_numbers(sync_redis, KEYS.stream) == list(range(5000))
+    assert stream_numbers(sync_redis, U1) == list(range(5000))
     assert not subscribed(sync_redis)
 
 
@@ -147,7 +156,7 @@ def test_silent_peer_fails_health_and_the_bridge_resubscribes(sync_redis: redis.
         wait_for(lambda: health()[0], what="healthy again")
         wait_for(lambda: proxy.accepted >= 2 and subscribed(sync_redis), what="resubscribed")
         sync_redis.publish(CHANNEL, event(7))
-        wait_for(lambda: stream_numbers(sync_redis, KEYS.stream) == [7], what="bridged")
+        wait_for(lambda: stream_numbers(sync_redis, U1) == [7], what="bridged")
         bridge.stop()
     finally:
         proxy.close()
@@ -177,10 +186,46 @@ def test_stop_while_redis_is_down_keeps_retrying_for_the_grace(
         bridge.bridge.stop()  # SIGTERM while the batch is held
         sink = RedisServer(tmp_path / "sink", port=sink.port, appendonly=True).start()
         bridge.stop()
-        assert stream_numbers(writer, KEYS.stream) == [1]
+        assert stream_numbers(writer, U1) == [1]
     finally:
         writer.close()
         sink.stop()
+
+
+def test_sharded_pubsub_bridges_spublish_and_stops_cleanly(
+    sync_redis: redis.Redis, redis_server: RedisServer
+) -> None:
+    """With REDIS_PUBSUB_SHARDED=true the bridge SSUBSCRIBEs (a single Redis 7 serves it
+    too): SPUBLISHed messages are bridged, plain PUBLISHes to the same name are not; its
+    liveness PINGs are answered on the shard-subscribed connection; on stop it unsubscribes
+    after writing everything Redis had sent."""
+    other = "ai_updates"
+    labels = {"bridge": "pubsub", "peer": "redis"}
+    reconnects = REGISTRY.get_sample_value("streamer_bridge_reconnects_total", labels) or 0.0
+    bridge = start(
+        redis_server.url,
+        REDIS_PUBSUB_SHARDED="true",
+        REDIS_PUBSUB_CHANNELS=other,
+        REDIS_PUBSUB_PING_INTERVAL_S="0.05",
+    )
+    wait_for(lambda: shard_subscribed(sync_redis, CHANNEL), what="shard-subscribed")
+    wait_for(lambda: shard_subscribed(sync_redis, other), what="second channel")
+    assert not subscribed(sync_redis)
+    wait_for(lambda: b"cmd=ping" in sync_redis.execute_command("CLIENT", "LIST"), what="a PING")
+    assert bridge.bridge.health()[0]  # type: ignore[attr-defined]
+    pipe = sync_redis.pipeline(transaction=False)
+    for n in range(1000):
+        pipe.execute_command("SPUBLISH", CHANNEL if n % 2 else other, event(n))
+    pipe.publish(CHANNEL, event(1000))  # not a shard channel message: nobody receives it
+    receivers = pipe.execute()
+    bridge.stop()
+    assert receivers == [1] * 1000 + [0]
+    assert stream_numbers(sync_redis, U1) == list(range(1000))
+    channels = [f[b"pubsub_channel"] for _, f in sync_redis.xrange(U1, count=2)]
+    assert channels == [other.encode(), CHANNEL.encode()]
+    assert not shard_subscribed(sync_redis, CHANNEL)
+    after = REGISTRY.get_sample_value("streamer_bridge_reconnects_total", labels) or 0.0
+    assert after == reconnects  # every PING was answered: never resubscribed
 
 
 def test_pattern_matching_agrees_with_redis_glob(sync_redis: redis.Redis) -> None:

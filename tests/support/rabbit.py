@@ -20,6 +20,7 @@ import pika
 import pika.exceptions
 import redis
 
+from streamer.contract.keys import Keys
 from tests.support.proxy import TcpProxy
 
 RABBITMQ_URL = os.environ.get("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -132,6 +133,25 @@ def publish_confirmed(
 def stream_numbers(client: redis.Redis, stream: str) -> list[int]:
     """data.n of every entry in the stream, in stream order."""
     return [json.loads(f[b"payload"])["data"]["n"] for _, f in client.xrange(stream)]
+
+
+def ingress_streams(keys: Keys) -> tuple[str, ...]:
+    """Every stream a bridge may write an event to: each partition, and the compatibility
+    stream (which no bridge should write to any more: counting it catches one that does)."""
+    return (*(p.stream for p in keys.partitions), keys.stream)
+
+
+def all_numbers(client: redis.Redis, keys: Keys) -> list[int]:
+    """data.n of every entry in every ingress stream, sorted: what arrived, with repeats."""
+    return sorted(n for stream in ingress_streams(keys) for n in stream_numbers(client, stream))
+
+
+def ingress_length(client: redis.Redis, keys: Keys) -> int:
+    """Entries in all ingress streams, in one round trip."""
+    pipe = client.pipeline(transaction=False)
+    for stream in ingress_streams(keys):
+        pipe.xlen(stream)
+    return sum(pipe.execute())
 
 
 class Runnable(Protocol):
