@@ -13,7 +13,7 @@ from bridges.settings import RabbitSettings
 from streamer.infra.redis import connect_sync
 from streamer.infra.settings import Env
 from streamer.worker.main import Worker
-from tests.support.events import KEYS, worker_settings
+from tests.support.events import worker_settings
 from tests.support.gateway import numbers, open_socket, receive, running_gateway
 from tests.support.rabbit import (
     InThread,
@@ -46,11 +46,8 @@ async def test_rabbitmq_message_reaches_a_connected_websocket_once(
     bridge = InThread(
         RabbitBridge(settings, connect_sync(redis_server.url, client_name="e2e"), "e2e")
     ).start()
-    # The bridge writes to alice's ingress partition. Until workers consume the partition
-    # streams (issue 13), a worker pointed at that one stream stands in for them: DROP the
-    # STREAM_KEY override when the partitioned worker lands.
-    partition = KEYS.ingress("alice")
-    worker = Worker(redis, worker_settings(redis_server.url, STREAM_KEY=partition))
+    # The bridge writes to alice's ingress partition, which the worker owns.
+    worker = Worker(redis, worker_settings(redis_server.url))
     working = asyncio.create_task(worker.run())
     try:
         async with running_gateway(redis_server.url) as gateway:
