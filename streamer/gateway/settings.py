@@ -108,7 +108,9 @@ def _auth(env: Env) -> AuthSettings:
         public_key=public_key,
         audience=env.optional("JWT_AUDIENCE"),
         issuer=env.optional("JWT_ISSUER"),
-        leeway_s=env.int("JWT_LEEWAY_S", 0, maximum=3600),
+        # PyJWT applies it to exp, nbf and iat: a token minted by an issuer whose clock is a
+        # few seconds ahead is not refused as "issued in the future".
+        leeway_s=env.int("JWT_LEEWAY_S", 10, maximum=3600),
         allowed_origins=env.list("WS_ALLOWED_ORIGINS"),
     )
 

@@ -162,3 +162,26 @@ def test_merge_orders_dedupes_and_drops_at_or_below_floor() -> None:
     merged = merge([*replay, *live], floor=(1, 0))
     assert [f.sid for f in merged] == [(2, 0), (3, 0), (4, 0), (5, 0)]
     assert [f.sid for f in merge(live, None)] == [(1, 0), (3, 0), (4, 0), (5, 0)]
+
+
+def test_default_leeway_covers_issuer_clock_skew_on_iat_nbf_and_exp() -> None:
+    """With the default JWT_LEEWAY_S (10 s): a token issued 3 s "in the future" (the issuer's
+    clock ahead) or not valid for 3 more seconds is accepted, and so is one that expired 5 s
+    ago; 30 s beyond any of these is refused."""
+    env = {"JWT_SECRET": SECRET, "REDIS_URL": "redis://127.0.0.1:1/0"}
+    verifier = TokenVerifier(GatewaySettings.from_env(Env(env)).auth)
+    now = int(time.time())
+    accepted = [
+        _claims(iat=now + 3),
+        _claims(nbf=now + 3, iat=now + 3),
+        {"sub": "u1", "exp": now - 5},
+    ]
+    refused = [
+        _claims(iat=now + 30),
+        _claims(nbf=now + 30),
+        {"sub": "u1", "exp": now - 30},
+    ]
+    for claims in accepted:
+        assert isinstance(_verify(verifier, jwt.encode(claims, SECRET, "HS256")), Granted), claims
+    for claims in refused:
+        assert isinstance(_verify(verifier, jwt.encode(claims, SECRET, "HS256")), Denied), claims
