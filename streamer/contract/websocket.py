@@ -8,15 +8,27 @@ that the two agree.
     URL      ws(s)://HOST/ws/{user_id}?token=JWT&last_event_id=ID   (resume after ID)
              ws(s)://HOST/ws/{user_id}?token=JWT&history=N          (first open: the newest
              N log entries, 1 <= N <= WS_MAX_REPLAY; ignored with last_event_id)
-    token    Authorization: Bearer JWT, ?token=JWT, or the subprotocol "bearer.JWT"
-    server   {"id": "<log id>", "type": "<event type>", "content": {...}}   an event
-             the same with "topic": "<name>" for a topic's event ("id" is then the
-             topic log's id), and {"type", "broadcast": true, "content"} for a broadcast
+             ...&topics=a,b                                         (subscribe on connect)
+    token    Authorization: Bearer JWT, ?token=JWT, or the subprotocol "bearer.JWT". Its
+             optional ``topics`` claim lists the topics the user may join: exact names, or
+             prefixes ending in "*" ("project:*" allows "project:42").
+    server   {"id": "<log id>", "type": "<event type>", "content": {...}}   a user's event
+             {"id", "type", "content", "topic": "<name>"}                   a topic's event
+                                   ("id" is then the topic log's id)
+             {"type", "broadcast": true, "content"}                         a broadcast
              {"type": "_recovery", "recovered": bool, "replayed": n}         after a resume
                                    or after the history (then recovered is true)
+             {"type": "subscribed", "topic", "recovered": bool, "replayed": n}
+                                   after a subscribe and its replay (recovered: the topic's
+                                   log still had last_event_id; without one, true)
+             {"type": "subscribe_refused", "topic", "reason"}   forbidden | invalid | too_many
+             {"type": "unsubscribed", "topic"}
              {"type": "pong"}                                               after a ping
-    client   {"type": "ping"}, {"type": "resume", "last_event_id": "<id>"}; anything else
-             is ignored
+    client   {"type": "ping"}
+             {"type": "resume", "last_event_id": "<id>"}         (first frame: see README)
+             {"type": "subscribe", "topic": "<name>", "last_event_id": "<id>"?}
+             {"type": "unsubscribe", "topic": "<name>"}
+             anything else is ignored
 """
 
 from __future__ import annotations
@@ -67,6 +79,7 @@ class SocketRequest:
     token: str | None
     last_event_id: str | None
     history: str | None = None
+    topics: tuple[str, ...] = ()  # ?topics=a,b: subscribe on connect (checked by the gateway)
 
 
 def parse_history(text: str | None, max_replay: int) -> int | None:
@@ -88,8 +101,13 @@ def parse_socket_path(target: str) -> SocketRequest | None:
     if not valid_user_id(user_id):
         return None
     query = parse_qs(parts.query)
+    topics = tuple(t for value in query.get("topics", ()) for t in value.split(",") if t)
     return SocketRequest(
-        user_id, _first(query, "token"), _first(query, "last_event_id"), _first(query, "history")
+        user_id,
+        _first(query, "token"),
+        _first(query, "last_event_id"),
+        _first(query, "history"),
+        tuple(dict.fromkeys(topics)),
     )
 
 
@@ -170,6 +188,7 @@ class ClientFrame(msgspec.Struct, frozen=True):
 
     type: str = ""
     last_event_id: str | None = None
+    topic: str | None = None
 
 
 _client_frame = msgspec.json.Decoder(ClientFrame)
@@ -181,3 +200,49 @@ def parse_client_frame(message: str | bytes) -> ClientFrame | None:
         return _client_frame.decode(message)
     except msgspec.DecodeError:
         return None
+
+
+# --- topics ---------------------------------------------------------------------------------
+
+TOPIC_FORBIDDEN = "forbidden"  # the token's topics claim does not allow it
+TOPIC_INVALID = "invalid"  # not a valid topic name (the user-id rule)
+TOPIC_TOO_MANY = "too_many"  # over WS_MAX_TOPICS_PER_SOCKET subscriptions on this socket
+
+
+def topic_allowed(topic: str, allowed: tuple[str, ...]) -> bool:
+    """Whether a token's ``topics`` claim allows ``topic``: an exact name, or a prefix
+    ending in ``*``."""
+    for pattern in allowed:
+        if pattern.endswith("*"):
+            if topic.startswith(pattern[:-1]):
+                return True
+        elif topic == pattern:
+            return True
+    return False
+
+
+class _Subscribed(msgspec.Struct, frozen=True, tag_field="type", tag="subscribed"):
+    topic: str
+    recovered: bool
+    replayed: int
+
+
+class _Refused(msgspec.Struct, frozen=True, tag_field="type", tag="subscribe_refused"):
+    topic: str
+    reason: str
+
+
+class _Unsubscribed(msgspec.Struct, frozen=True, tag_field="type", tag="unsubscribed"):
+    topic: str
+
+
+def subscribed_frame(topic: str, recovered: bool, replayed: int) -> bytes:
+    return _encoder.encode(_Subscribed(topic, recovered, replayed))
+
+
+def refused_frame(topic: str, reason: str) -> bytes:
+    return _encoder.encode(_Refused(topic, reason))
+
+
+def unsubscribed_frame(topic: str) -> bytes:
+    return _encoder.encode(_Unsubscribed(topic))
