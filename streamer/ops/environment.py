@@ -70,7 +70,7 @@ GROUPS: dict[str, tuple[Variable, ...]] = {
         V("JWT_PUBLIC_KEY_FILE", "", "PEM RSA (RS256) or P-256 EC (ES256) public key"),
         V("JWT_AUDIENCE", "", "required aud claim, when set"),
         V("JWT_ISSUER", "", "required iss claim, when set"),
-        V("JWT_LEEWAY_S", "10", "clock skew allowed on exp, nbf and iat (issuer and gateway clocks)"),
+        V("JWT_LEEWAY_S", "10", "clock skew allowed on exp, nbf and iat (issuer vs gateway)"),
         V("WS_ALLOWED_ORIGINS", "", "comma-separated Origin allowlist (empty: any)"),
         V("WS_MAX_REPLAY", "1000", "most events one resume (or ?history=N) sends"),
         V("WS_MAX_CLIENT_FRAME", "4096", "largest client frame in bytes (larger: close 1009)"),
