@@ -6,7 +6,6 @@ inputs below, carry the plans out and count the outcomes.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import random
 import re
@@ -83,16 +82,9 @@ class PubSubMessage(msgspec.Struct, frozen=True):
 
 
 def target_stream(payload: NotificationPayload, keys: Keys) -> str:
-    """The stream a valid event is written to: its user's ingress partition, as producers
-    that XADD themselves do (``Keys.ingress``). The one place that decides it, so that
-    events for several users, a topic or everyone change this function only."""
-    return _user_ingress(keys, payload.user_id)
-
-
-@functools.lru_cache(maxsize=1 << 16)
-def _user_ingress(keys: Keys, user_id: str) -> str:
-    # The partition hash runs byte by byte in Python (~1.5 µs a user); users recur.
-    return keys.ingress(user_id)
+    """The stream a valid event is written to: its ingress partition, as every producer
+    chooses it (``Keys.ingress_for``)."""
+    return keys.ingress_for(payload)
 
 
 def dead_letter_stream(keys: Keys) -> str:

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from streamer.contract.event import NotificationPayload
 from streamer.contract.partitions import partition_tag, topic_partition, user_partition
 from streamer.infra.settings import RedisSettings
 
@@ -112,6 +113,18 @@ class Keys:
     def ingress(self, user_id: str) -> str:
         """The partition stream a producer appends an event for ``user_id`` to."""
         return self.of_user(user_id).stream
+
+    def ingress_for(self, payload: NotificationPayload) -> str:
+        """The partition stream an event is appended to: its user's (the first of
+        ``user_ids``), its topic's, or the first partition for a broadcast. Workers forward
+        what belongs to other partitions (the other users of ``user_ids``), once each."""
+        if payload.user_id is not None:
+            return self.ingress(payload.user_id)
+        if payload.user_ids:
+            return self.ingress(payload.user_ids[0])
+        if payload.topic is not None:
+            return self.of_topic(payload.topic).stream
+        return self.partitions[0].stream
 
     def user_log(self, user_id: str) -> str:
         return self.of_user(user_id).user_log(user_id)

@@ -15,7 +15,7 @@ allows (naive tags such as ``{0}``, ``{1}`` land wherever CRC16 puts them).
 
 from __future__ import annotations
 
-from functools import cache
+from functools import cache, lru_cache
 
 SLOTS = 16384
 MAX_PARTITIONS = 256
@@ -43,10 +43,13 @@ def jump_hash(key: int, buckets: int) -> int:
     return b
 
 
+# Cached: the hash runs byte by byte in Python (~1.5 µs a name) and names recur.
+@lru_cache(maxsize=1 << 16)
 def user_partition(user_id: str, partitions: int) -> int:
     return jump_hash(fnv1a_64(user_id.encode()), partitions)
 
 
+@lru_cache(maxsize=1 << 14)
 def topic_partition(topic: str, partitions: int) -> int:
     return jump_hash(fnv1a_64(b"#" + topic.encode()), partitions)
 
