@@ -19,7 +19,8 @@ share the tag ``{<gateway id>}``.
     {prefix}{<ptag>}:tsubs:<name>     hash: gateway id -> sockets subscribed to the topic
     STREAM_KEY (notify:events)        compatibility ingress, routed to the partitions
     {prefix}gw:{<gid>}                a gateway's inbox
-    {prefix}gwusers:{<gid>}, {prefix}gwtopics:{<gid>}, {prefix}gwinfo:{<gid>}
+    {prefix}gwusers:{<gid>}, {prefix}gwtopics:{<gid>}, {prefix}gwinfo:{<gid>},
+    {prefix}gwlease:{<gid>}           the process that holds a gateway id
     {prefix}gateways, {prefix}workers sorted sets: id -> last heartbeat (Redis's clock)
 """
 
@@ -179,6 +180,10 @@ class Keys:
     def gateway_topics(self, gateway_id: str) -> str:
         """Set of topics a gateway holds subscriptions for (cleaned when it restarts)."""
         return f"{self.prefix}gwtopics:{{{gateway_id}}}"
+
+    def gateway_lease(self, gateway_id: str) -> str:
+        """The process holding this gateway id (one at a time), renewed with its heartbeat."""
+        return f"{self.prefix}gwlease:{{{gateway_id}}}"
 
     def gateway_info(self, gateway_id: str) -> str:
         """Hash written with each gateway heartbeat: sockets, users, host, port, started_ms."""

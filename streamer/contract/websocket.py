@@ -50,6 +50,7 @@ class CloseCode(enum.IntEnum):
 
     NORMAL = 1000  # the client closed
     GOING_AWAY = 1001  # the gateway is shutting down: reconnect (any gateway) and resume
+    INVALID_DATA = 1007  # a text frame that is not UTF-8: fix the client
     MESSAGE_TOO_BIG = 1009  # a client frame over WS_MAX_CLIENT_FRAME: fix the client
     INTERNAL_ERROR = 1011  # Redis failed while resuming: reconnect and resume
     RESYNC = 1012  # this gateway may have missed deliveries: reconnect and resume

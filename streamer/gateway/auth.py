@@ -36,6 +36,7 @@ class Granted:
     user_id: str
     expires_at: float  # unix seconds; open sockets are closed then
     subprotocol: str | None
+    topics: tuple[str, ...] = ()  # the topics claim: names, or prefixes ending in "*"
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +88,8 @@ class TokenVerifier:
             return Denied(HTTP_UNAUTHORIZED, "invalid_token")
         if claims["sub"] != user_id:
             return Denied(HTTP_FORBIDDEN, "wrong_user")
-        return Granted(user_id, float(claims["exp"]), credentials.subprotocol)
+        topics = tuple(claims.get("topics", ()))
+        return Granted(user_id, float(claims["exp"]), credentials.subprotocol, topics)
 
     def _decode(self, token: str) -> dict[str, Any]:
         s = self._settings
@@ -102,6 +104,9 @@ class TokenVerifier:
         )
         if not isinstance(claims.get("sub"), str) or not isinstance(claims["exp"], int | float):
             raise jwt.InvalidTokenError("sub must be a string and exp a number")
+        topics = claims.get("topics", [])
+        if not isinstance(topics, list) or not all(isinstance(t, str) for t in topics):
+            raise jwt.InvalidTokenError("topics must be a list of strings")
         return claims
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import redis.asyncio as aioredis
@@ -50,7 +50,8 @@ def parse_inbox_entry(fields: dict[bytes, bytes]) -> list[InboxEntry] | None:
     return entries
 
 
-Deliver = Callable[[list[InboxEntry]], Awaitable[None]]
+# Hands entries to sockets without waiting: the fan-out never waits for a socket or a read.
+Deliver = Callable[[list[InboxEntry]], None]
 
 
 class InboxReader:
@@ -108,7 +109,7 @@ class InboxReader:
             else:
                 entries += parsed
         metrics.INBOX_ENTRIES.inc(len(entries))
-        await self._deliver(entries)
+        self._deliver(entries)
         self._cursor = raw[-1][0].decode()
         await self._trim()
         return len(raw)

@@ -36,6 +36,9 @@ class SocketSettings:
     ping_timeout_s: float
     close_timeout_s: float
     resume_wait_ms: int
+    max_topics_per_socket: int = 64
+    kernel_send_buffer_bytes: int = 65536  # SO_SNDBUF; 0 leaves the OS default
+    handshake_timeout_s: float = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,7 @@ class GatewaySettings:
     dead_after_ms: int
     replay_concurrency: int
     demo_mode: bool
+    ownership_verify_s: float = 30.0
 
     @classmethod
     def from_env(cls, env: Env | None = None) -> GatewaySettings:
@@ -79,6 +83,7 @@ class GatewaySettings:
             dead_after_ms=dead_after_ms,
             replay_concurrency=env.int("GATEWAY_REPLAY_CONCURRENCY", 32, minimum=1),
             demo_mode=env.bool("DEMO_MODE", False),
+            ownership_verify_s=env.float("GATEWAY_OWNERSHIP_VERIFY_S", 30.0, minimum=0.1),
         )
 
 
@@ -125,4 +130,7 @@ def _sockets(env: Env) -> SocketSettings:
         ping_timeout_s=env.float("WS_PING_TIMEOUT_S", 20.0, minimum=0.1),
         close_timeout_s=env.float("WS_CLOSE_TIMEOUT_S", 5.0, minimum=0.1),
         resume_wait_ms=env.int("WS_RESUME_WAIT_MS", 300, maximum=60000),
+        max_topics_per_socket=env.int("WS_MAX_TOPICS_PER_SOCKET", 64, minimum=1, maximum=10000),
+        kernel_send_buffer_bytes=env.int("WS_KERNEL_SEND_BUFFER_BYTES", 65536, maximum=1 << 26),
+        handshake_timeout_s=env.float("WS_HANDSHAKE_TIMEOUT_S", 10.0, minimum=0.1),
     )

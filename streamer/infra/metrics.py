@@ -138,6 +138,14 @@ REPLAYED_EVENTS = Counter(
 SLOW_CLIENT_CLOSES = Counter(
     "streamer_gateway_slow_client_closes_total", "Sockets closed (4008) for not reading."
 )
+TOPIC_REFUSALS = Counter(
+    "streamer_gateway_topic_refusals_total",
+    "Topic subscriptions refused, by reason (forbidden, invalid, too_many, unavailable).",
+    ["reason"],
+)
+BROADCAST_FRAMES = Counter(
+    "streamer_gateway_broadcasts_total", "Broadcast events handed to this gateway's sockets."
+)
 INBOX_ENTRIES = Counter(
     "streamer_gateway_inbox_entries_total",
     "Deliveries read from this gateway's inbox (a worker writes all of a batch's in one entry).",

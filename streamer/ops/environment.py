@@ -65,6 +65,7 @@ GROUPS: dict[str, tuple[Variable, ...]] = {
         V("GATEWAY_READ_COUNT", "500", "inbox entries per XREAD"),
         V("GATEWAY_BLOCK_MS", "2000", "inbox XREAD block time"),
         V("GATEWAY_REPLAY_CONCURRENCY", "32", "user-log reads for resumes in flight at once"),
+        V("GATEWAY_OWNERSHIP_VERIFY_S", "30", "each ownership entry is rewritten once per period"),
         V("JWT_SECRET", "", "HS256 key, >= 32 bytes; or set JWT_PUBLIC_KEY_FILE",
           "none; `streamer up`: random"),
         V("JWT_PUBLIC_KEY_FILE", "", "PEM RSA (RS256) or P-256 EC (ES256) public key"),
@@ -80,6 +81,9 @@ GROUPS: dict[str, tuple[Variable, ...]] = {
         V("WS_PING_TIMEOUT_S", "20", "WebSocket keepalive pong timeout"),
         V("WS_CLOSE_TIMEOUT_S", "5", "how long a closing handshake may take"),
         V("WS_RESUME_WAIT_MS", "300", "how long a new socket waits for a first resume frame"),
+        V("WS_MAX_TOPICS_PER_SOCKET", "64", "topic subscriptions one socket may hold"),
+        V("WS_KERNEL_SEND_BUFFER_BYTES", "65536", "SO_SNDBUF of each socket (0: OS default)"),
+        V("WS_HANDSHAKE_TIMEOUT_S", "10", "handshakes not done by then are dropped"),
         V("DEMO_MODE", "false", "serve GET /demo on the gateway (`streamer up`: on)"),
     ),
     "Probes, metrics and logs": (

@@ -403,21 +403,29 @@ class StreamConsumer:
 
 
 async def read_new(
-    redis: aioredis.Redis, consumers: Sequence[StreamConsumer], count: int, block_ms: int
+    redis: aioredis.Redis,
+    consumers: Sequence[StreamConsumer],
+    count: int,
+    block_ms: int,
+    turn: int = 0,
 ) -> list[RawEntry]:
     """New entries of several units in one XREADGROUP (their streams must share a node and,
-    in Redis Cluster, a slot: pass one consumer there), about ``count`` in all: Redis applies
-    COUNT to each stream, so each gets an equal share. (A batch of COUNT per stream, 17
-    streams deep, took the worker ~0.6 s of CPU in one go: its lease renewals waited.)"""
-    if not consumers:
+    in Redis Cluster, a slot: pass one consumer there), at most ``count`` in all. Redis
+    applies COUNT to each stream, so each gets an equal share; with fewer than one entry
+    each, ``count`` streams are read, starting at ``turn`` (round robin). Never more than
+    ``count``: what is read stays pending until handled, and reading more than the caller
+    has room for would leave entries waiting while later ones go first. (A batch of COUNT
+    per stream, 17 streams deep, took the worker ~0.6 s of CPU in one go.)"""
+    if not consumers or count < 1:
         return []
-    by_stream = {c.stream: c for c in consumers}
-    share = max(1, -(-count // len(by_stream)))
+    start = turn % len(consumers)
+    chosen = [*consumers[start:], *consumers[:start]][: min(len(consumers), count)]
+    by_stream = {c.stream: c for c in chosen}
     reply = await redis.xreadgroup(
-        consumers[0]._group,
-        consumers[0].name,
+        chosen[0]._group,
+        chosen[0].name,
         {stream: ">" for stream in by_stream},
-        count=share,
+        count=count // len(by_stream),
         block=block_ms,
     )
     entries: list[RawEntry] = []

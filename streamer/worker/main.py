@@ -75,6 +75,7 @@ class Worker:
         self._leaving: dict[int, asyncio.Task[None]] = {}  # units being handed over
         self._renewed_at = 0.0
         self._groups_seen: set[str] = set()  # streams whose group this process saw exist
+        self._turn = 0  # which unit a small read starts with (round robin)
         self._batch_lock = asyncio.Lock()  # units change hands between batches, never during
         self._changed = asyncio.Event()
         self._stopping = asyncio.Event()
@@ -128,8 +129,9 @@ class Worker:
         block = self._settings.consumer.block_ms
         # On Redis Cluster one stream per slot: a multi-stream read would be refused.
         reading = consumers[:1] if self._cluster else consumers
+        self._turn += 1
         try:
-            return await read_new(self._redis, reading, count, block)
+            return await read_new(self._redis, reading, count, block, self._turn)
         except ResponseError as exc:
             # NOGROUP, or UNBLOCKED while blocked: the stream or group vanished (Redis lost
             # data, a restart without AOF). The group is recreated; entries added since are

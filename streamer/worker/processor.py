@@ -111,15 +111,13 @@ class BatchProcessor:
         self.lost: set[Unit] = set()  # units whose lease turned out to be gone, this batch
 
     async def room(self, wanted: int) -> int:
-        """How many entries the next read may take: waits until ``wanted`` (at most the
-        capacity) push slots are free. Waiting here, before reading, keeps entries from being
-        read and then left pending, unrefreshed, while they wait for a slot (other workers
-        would reclaim and push them again)."""
-        wanted = min(wanted, self._capacity_limit)
-        while self._capacity_limit - len(self._inflight) < wanted:
+        """How many entries the next read may take (at most ``wanted``): the push slots free
+        now, waiting while none is. Reading no more than that keeps entries from being read
+        and then left pending, unrefreshed, while they wait for a slot."""
+        while len(self._inflight) >= self._capacity_limit:
             self._room.clear()
             await self._room.wait()
-        return self._capacity_limit - len(self._inflight)
+        return min(wanted, self._capacity_limit - len(self._inflight))
 
     async def process(self, batch: list[RawEntry]) -> dict[Unit, Settlement]:
         """Settlements per unit. Units found to have lost their lease are left out (their

@@ -137,22 +137,22 @@ async def test_events_arriving_during_replay_have_no_gap_and_no_duplicate(
         seen_id = await last_seen_then_offline(redis, redis_server.url, gateway.port, "gina")
         await publish(redis, redis_server.url, "gina", range(1, 11))
         inbox = KEYS.inbox(gateway.gateway_id)
-        real_read = gateway._read_log
+        real_read = gateway.logs.read_from
 
         async def inbox_consumed() -> bool:
             return await redis.xlen(inbox) == 0
 
-        async def racing_read(user: str, start: str, count: int):  # type: ignore[no-untyped-def]
+        async def racing_read(kind: str, user: str, start: str, count: int):  # type: ignore[no-untyped-def]
             # Owned already: these reach the log and the inbox before the replay reads the log...
             await publish(redis, redis_server.url, "gina", range(11, 16))
             await eventually(inbox_consumed, what="inbox consumed before the read")
-            frames = await real_read(user, start, count)
+            frames = await real_read(kind, user, start, count)
             # ...and these only the inbox, after the read.
             await publish(redis, redis_server.url, "gina", range(16, 21))
             await eventually(inbox_consumed, what="inbox consumed after the read")
             return frames
 
-        gateway._read_log = racing_read  # type: ignore[method-assign]
+        gateway.logs.read_from = racing_read  # type: ignore[method-assign]
         conn = await open_socket(gateway.port, "gina", last_event_id=seen_id)
         caught_up, recovery = await receive_until_recovery(conn, within_s=10)
         assert numbers(caught_up) == list(range(1, 21))
