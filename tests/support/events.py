@@ -7,6 +7,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from streamer.contract.event import payload_decoder
 from streamer.contract.keys import Keys
 from streamer.infra.settings import Env, RedisSettings
 from streamer.worker.settings import WorkerSettings
@@ -35,7 +36,7 @@ async def add_events(
     for start in range(0, len(payloads), batch):
         pipe = redis.pipeline(transaction=False)
         for raw in payloads[start : start + batch]:
-            stream = KEYS.ingress(json.loads(raw)["user_id"]) if direct else KEYS.stream
+            stream = KEYS.ingress_for(payload_decoder.decode(raw)) if direct else KEYS.stream
             pipe.xadd(stream, {"payload": raw})
         ids.extend(i.decode() for i in await pipe.execute())
     return ids
