@@ -260,4 +260,3 @@ async def test_slots_serve_waiters_in_order_and_pass_on_a_cancelled_handover() -
     slots.release()
     await third
     assert order == ["b", "c"] and first.cancelled() and second.done()
-
