@@ -14,7 +14,7 @@ import pytest
 from streamer.push.http2.client import Endpoint, Http2Pool, RequestFailed, Slots
 from streamer.push.http2.proxy import Proxy
 from streamer.push.tls import client_context
-from tests.fakes import h2server, silent
+from tests.fakes import h2server, lean_h2server, silent
 from tests.fakes.certs import PushCredentials, make_credentials
 from tests.fakes.h2server import Reply, Request, Response, ServerThread
 from tests.fakes.proxy import ConnectProxy
@@ -98,6 +98,25 @@ async def test_concurrent_requests_share_one_connection(
         await pool.close()
     assert {(a.status, a.body) for a in answers} == {(200, b"ok")}
     assert thread.stats.connections == 1 and pool.connections_opened == 1
+
+
+async def test_the_benchmark_fakes_lean_server_answers_alike(credentials: PushCredentials) -> None:
+    """The benchmark serves the fakes with a lean HTTP/2 server; it answers this client as the
+    `h2` one does, held answers and large bodies included."""
+    thread, app = start(credentials, lean_h2server.serve)
+    pool = pool_for(credentials, thread.port)
+    try:
+        held = asyncio.ensure_future(pool.request(fields("/hold"), b"", soon()))
+        answers = await asyncio.gather(
+            *(pool.request(fields(), b"x" * 70_000, soon()) for _ in range(20))
+        )
+        thread.call(app.release)
+        assert (await held).body == b"late"
+    finally:
+        await pool.close()
+        thread.stop()
+    assert {(a.status, a.body) for a in answers} == {(200, b"ok")}
+    assert thread.stats.connections == 1
 
 
 async def test_another_connection_opens_when_streams_run_out(credentials: PushCredentials) -> None:
