@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import redis.asyncio as aioredis
 
@@ -37,8 +38,7 @@ _DONE = (Outcome.DELIVERED, Outcome.DEAD_TOKEN)  # nothing more to do for this p
 _SCRIPT = LuaScript.load("streamer.lua", "push_markers.lua")
 
 
-@dataclass(frozen=True, slots=True)
-class Marker:
+class Marker(NamedTuple):
     partition: int  # markers of one partition share a hash tag: one script call per flush
     key: str
 
@@ -63,11 +63,12 @@ class PushMarkers:
         key = partition.push_marker(request.user_id, request.event_key, request.channel)
         return Marker(partition.index, key)
 
-    async def accepted(self, marker: Marker) -> bool:
-        """Raises RedisError (or OSError) when Redis cannot say."""
+    def accepted(self, marker: Marker) -> asyncio.Future[bool]:
+        """Whether the push was done before; fails with RedisError (or OSError) when Redis
+        cannot say."""
         future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
         self._batch(marker).checks.append((marker.key, future))
-        return await future
+        return future
 
     def mark(self, marker: Marker) -> None:
         """Record a push as done, in the background: the push's outcome does not wait for it.
@@ -137,27 +138,31 @@ class MarkedSender:
         self._timed_out = metrics.PUSHES.labels(provider, PUSH_TIMEOUT)
 
     async def send(self, request: PushRequest) -> ChannelResult:
+        # One coroutine for the whole push: every frame a parked push keeps alive is work
+        # for the garbage collector, and a worker may hold a thousand of them.
+        watch = self._watchdog.watch()
         try:
-            return await self._watchdog.bound(self._send(request))
-        except TimeoutError:
+            marker = self._markers.marker(request)
+            try:
+                accepted = await self._markers.accepted(marker)
+            except REDIS_ERRORS as exc:
+                # Without the marker a send might repeat one already accepted: wait for Redis.
+                return ChannelResult(self.channel, Outcome.RETRY, REDIS_ERROR, str(exc))
+            if accepted:
+                self._already_done.inc()
+                return ChannelResult(self.channel, Outcome.DELIVERED, ALREADY_DONE)
+            result = await self._inner.send(request)
+            if result.outcome in _DONE:
+                self._markers.mark(marker)
+            return result
+        except asyncio.CancelledError:
+            if not self._watchdog.expired(watch):
+                raise
             self._timed_out.inc()
             detail = f"no outcome within {self._watchdog.timeout_s}s"
             return ChannelResult(self.channel, Outcome.RETRY, PUSH_TIMEOUT, detail)
-
-    async def _send(self, request: PushRequest) -> ChannelResult:
-        marker = self._markers.marker(request)
-        try:
-            accepted = await self._markers.accepted(marker)
-        except REDIS_ERRORS as exc:
-            # Without the marker a send might repeat one already accepted: wait for Redis.
-            return ChannelResult(self.channel, Outcome.RETRY, REDIS_ERROR, str(exc))
-        if accepted:
-            self._already_done.inc()
-            return ChannelResult(self.channel, Outcome.DELIVERED, ALREADY_DONE)
-        result = await self._inner.send(request)
-        if result.outcome in _DONE:
-            self._markers.mark(marker)
-        return result
+        finally:
+            self._watchdog.forget(watch)
 
     async def close(self) -> None:
         await self._inner.close()

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable
 
 from streamer.contract.event import Channel
 from streamer.core.policy import ChannelResult
 from streamer.push.base import PushRequest
 from streamer.push.http2.client import Http2Pool, RequestFailed
-from streamer.push.http2.hpack import Field
+from streamer.push.http2.connection import Response
 from streamer.push.observe import PushObserver
 from streamer.push.provider import Outbound, ProviderClient
 from streamer.push.registry import ProviderEntry
@@ -58,41 +59,43 @@ class HttpPushSender:
         self._pseudo = (*method_scheme, (b":authority", client.endpoint.authority, True))
 
     async def send(self, request: PushRequest) -> ChannelResult:
+        # One coroutine per push (see MarkedSender.send).
         built = self._client.outbound(request)
-        verdict = built if isinstance(built, Verdict) else await self._send(built)
-        self._observer.outcome(verdict, request.device_token)
-        return verdict.result(self.channel)
-
-    async def _send(self, outbound: Outbound) -> Verdict:
+        if isinstance(built, Verdict):
+            return self._done(request, built)
         deadline = self._loop.time() + self._timeout_s
         credential = await self._client.credential()
         if isinstance(credential, Verdict):
-            return credential
-        verdict = await self._attempt(outbound, credential, deadline)
-        if verdict.kind is not Kind.REFRESH_AUTH:
-            return verdict
-        credential = await self._client.refreshed(credential)
-        if isinstance(credential, Verdict):
-            return credential
-        verdict = await self._attempt(outbound, credential, deadline)
-        if verdict.kind is Kind.REFRESH_AUTH:
-            return self._client.refused_again(verdict)
-        return verdict
+            return self._done(request, credential)
+        verdict = await self._exchange(built, credential, deadline)
+        if verdict.kind is Kind.REFRESH_AUTH:  # ours was called expired: once more, fresh
+            fresh = await self._client.refreshed(credential)
+            if isinstance(fresh, Verdict):
+                return self._done(request, fresh)
+            verdict = await self._exchange(built, fresh, deadline)
+            if verdict.kind is Kind.REFRESH_AUTH:
+                verdict = self._client.refused_again(verdict)
+        return self._done(request, verdict)
 
-    async def _attempt(self, outbound: Outbound, credential: bytes, deadline: float) -> Verdict:
-        fields: list[Field] = [
+    def _done(self, request: PushRequest, verdict: Verdict) -> ChannelResult:
+        self._observer.outcome(verdict, request.device_token)
+        return verdict.result(self.channel)
+
+    def _exchange(
+        self, outbound: Outbound, credential: bytes, deadline: float
+    ) -> Awaitable[Verdict]:
+        fields = (
             *self._pseudo,
             (b":path", outbound.path, outbound.same_path),
             (b"authorization", credential, True),
             *outbound.fields,
-        ]
-        started = time.perf_counter()
-        try:
-            response = await self._pool.request(fields, outbound.body, deadline)
-        except RequestFailed as exc:
-            return connection_failure(self._name, str(exc))
-        finally:
-            self._observer.request_done(time.perf_counter() - started)
+        )
+        return self._pool.request(fields, outbound.body, deadline, self._answer)
+
+    def _answer(self, response: Response | RequestFailed, seconds: float) -> Verdict:
+        self._observer.request_done(seconds)
+        if isinstance(response, RequestFailed):
+            return connection_failure(self._name, str(response))
         return self._client.verdict(response, time.time())
 
     async def close(self) -> None:

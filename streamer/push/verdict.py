@@ -43,12 +43,22 @@ class Verdict:
     retry_after_ms: int | None = None
 
     def result(self, channel: Channel) -> ChannelResult:
+        if self is DELIVERED:  # the usual answer: one shared, immutable result per channel
+            return _delivered(channel)
         return ChannelResult(
             channel, _OUTCOMES[self.kind], self.reason, self.detail, self.retry_after_ms
         )
 
 
 DELIVERED = Verdict(Kind.DELIVERED)
+_DELIVERED_RESULTS: dict[str, ChannelResult] = {}
+
+
+def _delivered(channel: Channel) -> ChannelResult:
+    result = _DELIVERED_RESULTS.get(channel)
+    if result is None:
+        result = _DELIVERED_RESULTS[channel] = ChannelResult(channel, Outcome.DELIVERED)
+    return result
 
 
 def connection_failure(provider: str, what: str) -> Verdict:

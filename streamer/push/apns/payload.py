@@ -7,7 +7,7 @@ device token Apple never issues) is refused here, before any request.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgspec
 
@@ -26,8 +26,7 @@ _PRIORITIES = {"high": b"10", "normal": b"5"}
 _json = msgspec.json.Encoder()
 
 
-@dataclass(frozen=True, slots=True)
-class ApnsNotification:
+class ApnsNotification(NamedTuple):
     token: str
     payload: bytes  # the JSON document, as sent
     push_type: str

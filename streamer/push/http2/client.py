@@ -25,7 +25,7 @@ import struct
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import cast
+from typing import TypeVar, cast
 
 from streamer.push.http2 import frames as f
 from streamer.push.http2.connection import (
@@ -40,6 +40,8 @@ from streamer.push.http2.hpack import Field
 from streamer.push.http2.proxy import Proxy, open_tunnel
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 TICK_S = 1.0  # deadlines and liveness are checked this often per connection
 KEEPALIVE_S = 30.0  # PING a connection the server has been silent on this long
@@ -234,10 +236,19 @@ class Slots:
         self._free = limit
         self._waiters: deque[asyncio.Future[None]] = deque()
 
-    async def acquire(self) -> None:
+    def take(self) -> bool:
+        """A slot at once, if one is free and nobody waits for it."""
         if self._free > 0 and not self._waiters:
             self._free -= 1
-            return
+            return True
+        return False
+
+    async def acquire(self) -> None:
+        if not self.take():
+            await self.wait()
+
+    async def wait(self) -> None:
+        """Wait in line for a slot."""
         waiter = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         try:
@@ -271,6 +282,7 @@ class Http2Pool:
         ping_grace_s: float = PING_GRACE_S,
     ) -> None:
         self._endpoint = endpoint
+        self._loop = asyncio.get_running_loop()
         self._slots = Slots(max_in_flight)
         self._wanted = tuple(wanted_headers)
         self._max_connections = max_connections
@@ -283,27 +295,38 @@ class Http2Pool:
         self._closed = False
         self.connections_opened = 0
 
-    async def request(self, fields: Sequence[Field], body: bytes, deadline: float) -> Response:
-        """The server's answer. Raises RequestFailed; ``deadline`` is in loop time."""
-        await self._slots.acquire()
+    async def request(
+        self,
+        fields: Sequence[Field],
+        body: bytes,
+        deadline: float,
+        answer: Callable[[Response | RequestFailed, float], T],
+    ) -> T:
+        """``answer(the server's response or why there is none, seconds it took)``.
+        ``deadline`` is in loop time. One coroutine per request, no more: a caller may
+        have a thousand of them waiting for a slot."""
+        if not self._slots.take():
+            await self._slots.wait()
+        started = self._loop.time()
         try:
-            return await self._request(fields, body, deadline)
+            for attempt in range(1, self._attempts + 1):
+                link = self._free_link() or await self._link(deadline)
+                stream_id = link.send(fields, body, deadline)
+                try:
+                    response = await link.answer(stream_id)
+                except RequestFailed as exc:
+                    if exc.unprocessed and attempt < self._attempts:
+                        continue  # never processed: safe to send on another connection
+                    return answer(exc, self._loop.time() - started)
+                except asyncio.CancelledError:
+                    link.cancel(stream_id)
+                    raise
+                return answer(response, self._loop.time() - started)
+            raise AssertionError("unreachable")  # pragma: no cover
+        except RequestFailed as exc:  # no connection to be had
+            return answer(exc, self._loop.time() - started)
         finally:
             self._slots.release()
-
-    async def _request(self, fields: Sequence[Field], body: bytes, deadline: float) -> Response:
-        for attempt in range(1, self._attempts + 1):
-            link = self._free_link() or await self._link(deadline)
-            stream_id = link.send(fields, body, deadline)
-            try:
-                return await link.answer(stream_id)
-            except RequestFailed as exc:
-                if not exc.unprocessed or attempt == self._attempts:
-                    raise
-            except asyncio.CancelledError:
-                link.cancel(stream_id)
-                raise
-        raise AssertionError("unreachable")  # pragma: no cover
 
     async def close(self) -> None:
         self._closed = True

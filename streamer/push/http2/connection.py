@@ -14,7 +14,7 @@ What it asks of the server: no server push, a header table of 0 octets (see
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from streamer.push.http2 import frames as f
 from streamer.push.http2.hpack import Decoder, Encoder, Field
@@ -29,21 +29,18 @@ OUR_SETTINGS = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Response:
+class Response(NamedTuple):
     status: int
     headers: dict[bytes, bytes]  # the fields the client asked for, by lower-case name
     body: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class ResponseReceived:
+class ResponseReceived(NamedTuple):
     stream_id: int
     response: Response
 
 
-@dataclass(frozen=True, slots=True)
-class StreamFailed:
+class StreamFailed(NamedTuple):
     """A request that ends without a response. ``unprocessed``: the server says it never
     acted on it (REFUSED_STREAM, or above GOAWAY's last stream id), so sending it again on
     another connection cannot duplicate it."""
@@ -53,18 +50,17 @@ class StreamFailed:
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class PingAcknowledged:
+class PingAcknowledged(NamedTuple):
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class GoAwayReceived:
+class GoAwayReceived(NamedTuple):
     last_stream_id: int
     code: int
     debug: bytes
 
 
+# Records made per request are NamedTuples: cheaper to make than frozen dataclasses.
 Event = ResponseReceived | StreamFailed | PingAcknowledged | GoAwayReceived
 
 

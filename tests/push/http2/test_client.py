@@ -8,10 +8,12 @@ import asyncio
 import functools
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from streamer.push.http2.client import Endpoint, Http2Pool, RequestFailed, Slots
+from streamer.push.http2.connection import Response as Answer
 from streamer.push.http2.proxy import Proxy
 from streamer.push.tls import client_context
 from tests.fakes import h2server, lean_h2server, silent
@@ -86,6 +88,17 @@ def soon(seconds: float = 5.0) -> float:
     return asyncio.get_running_loop().time() + seconds
 
 
+def unwrap(outcome: Answer | RequestFailed, seconds: float) -> Answer:
+    if isinstance(outcome, RequestFailed):
+        raise outcome
+    return outcome
+
+
+def ask(pool: Http2Pool, path: str = "/", body: bytes = b"", seconds: float = 5.0) -> Any:
+    """The server's response; raises RequestFailed."""
+    return pool.request(fields(path), body, soon(seconds), unwrap)
+
+
 async def test_concurrent_requests_share_one_connection(
     credentials: PushCredentials, server: tuple[ServerThread, Held]
 ) -> None:
@@ -93,7 +106,7 @@ async def test_concurrent_requests_share_one_connection(
     thread, _ = server
     pool = pool_for(credentials, thread.port)
     try:
-        answers = await asyncio.gather(*(pool.request(fields(), b"{}", soon()) for _ in range(50)))
+        answers = await asyncio.gather(*(ask(pool, body=b"{}") for _ in range(50)))
     finally:
         await pool.close()
     assert {(a.status, a.body) for a in answers} == {(200, b"ok")}
@@ -106,10 +119,8 @@ async def test_the_benchmark_fakes_lean_server_answers_alike(credentials: PushCr
     thread, app = start(credentials, lean_h2server.serve)
     pool = pool_for(credentials, thread.port)
     try:
-        held = asyncio.ensure_future(pool.request(fields("/hold"), b"", soon()))
-        answers = await asyncio.gather(
-            *(pool.request(fields(), b"x" * 70_000, soon()) for _ in range(20))
-        )
+        held = asyncio.ensure_future(ask(pool, "/hold"))
+        answers = await asyncio.gather(*(ask(pool, body=b"x" * 70_000) for _ in range(20)))
         thread.call(app.release)
         assert (await held).body == b"late"
     finally:
@@ -125,12 +136,12 @@ async def test_another_connection_opens_when_streams_run_out(credentials: PushCr
     thread, app = start(credentials, functools.partial(h2server.serve, max_streams=2))
     pool = pool_for(credentials, thread.port)
     try:
-        held = [asyncio.ensure_future(pool.request(fields("/hold"), b"", soon())) for _ in range(3)]
+        held = [asyncio.ensure_future(ask(pool, "/hold")) for _ in range(3)]
         await eventually(lambda: app.seen == 3, what="three held requests at the server")
         assert thread.stats.connections == 2
         thread.call(app.release)
         assert [a.body for a in await asyncio.gather(*held)] == [b"late"] * 3
-        await pool.request(fields(), b"", soon())
+        await ask(pool)
         assert thread.stats.connections == 2
     finally:
         await pool.close()
@@ -147,10 +158,10 @@ async def test_an_unanswered_request_ends_at_its_deadline_and_frees_its_stream(
     try:
         started = time.monotonic()
         with pytest.raises(RequestFailed, match="deadline"):
-            await pool.request(fields("/hold"), b"", soon(0.2))
+            await ask(pool, "/hold", seconds=0.2)
         assert time.monotonic() - started < 2.5  # the deadline, plus at most one 1 s check
         await eventually(lambda: thread.stats.resets == 1, what="the server to see the reset")
-        answer = await pool.request(fields(), b"", soon())
+        answer = await ask(pool)
         assert answer.body == b"ok" and thread.stats.connections == 1
     finally:
         thread.call(app.release)
@@ -167,11 +178,11 @@ async def test_a_server_that_stops_answering_is_dropped_after_an_unanswered_ping
     pool = pool_for(credentials, thread.port, ping_grace_s=0.3)
     try:
         with pytest.raises(RequestFailed, match="deadline"):
-            await pool.request(fields(), b"", soon(0.2))
+            await ask(pool, seconds=0.2)
         with pytest.raises(RequestFailed, match="PING"):
-            await pool.request(fields(), b"", soon(10))
+            await ask(pool, seconds=10)
         with pytest.raises(RequestFailed):
-            await pool.request(fields(), b"", soon(0.2))
+            await ask(pool, seconds=0.2)
         assert thread.stats.connections == 2
     finally:
         await pool.close()
@@ -186,12 +197,12 @@ async def test_a_cancelled_request_resets_its_stream_and_returns_its_slot(
     thread, app = server
     pool = pool_for(credentials, thread.port, max_in_flight=1)
     try:
-        held = asyncio.ensure_future(pool.request(fields("/hold"), b"", soon(60)))
+        held = asyncio.ensure_future(ask(pool, "/hold", seconds=60))
         await eventually(lambda: app.seen == 1, what="the held request at the server")
         held.cancel()
         with pytest.raises(asyncio.CancelledError):
             await held
-        answer = await asyncio.wait_for(pool.request(fields(), b"", soon()), 5)
+        answer = await asyncio.wait_for(ask(pool), 5)
         assert answer.body == b"ok"
         await eventually(lambda: thread.stats.resets == 1, what="the server to see the reset")
     finally:
@@ -205,7 +216,7 @@ async def test_a_server_without_http2_fails_the_request(credentials: PushCredent
     pool = pool_for(credentials, thread.port)
     try:
         with pytest.raises(RequestFailed, match="HTTP/2"):
-            await pool.request(fields(), b"", soon())
+            await ask(pool)
     finally:
         await pool.close()
         thread.stop()
@@ -219,7 +230,7 @@ async def test_a_refused_connection_fails_the_request(credentials: PushCredentia
     pool = pool_for(credentials, port)
     try:
         with pytest.raises(RequestFailed, match="cannot connect"):
-            await pool.request(fields(), b"", soon())
+            await ask(pool)
     finally:
         await pool.close()
 
@@ -234,7 +245,7 @@ async def test_requests_go_through_a_connect_proxy(
     proxy = ServerThread(Held().handle, None, proxy_app.serve).start()  # type: ignore[arg-type]
     pool = pool_for(credentials, target.port, Proxy("127.0.0.1", proxy.port, "Basic dTpw"))
     try:
-        answer = await pool.request(fields(), b"{}", soon())
+        answer = await ask(pool, body=b"{}")
     finally:
         await pool.close()
         proxy.stop()
@@ -254,7 +265,7 @@ async def test_a_proxy_refusing_the_tunnel_fails_the_request(
     pool = pool_for(credentials, target.port, Proxy("127.0.0.1", proxy.port, "Basic wrong"))
     try:
         with pytest.raises(RequestFailed, match="407"):
-            await pool.request(fields(), b"", soon())
+            await ask(pool)
     finally:
         await pool.close()
         proxy.stop()
