@@ -135,7 +135,8 @@ class MarkedSender:
         entry = by_channel(inner.channel)
         provider = entry.name if entry is not None else inner.channel
         self._already_done = metrics.PUSHES.labels(provider, ALREADY_DONE)
-        self._timed_out = metrics.PUSHES.labels(provider, PUSH_TIMEOUT)
+        # A push with no outcome in time is a retry, counted as one (alerts add up retries).
+        self._timed_out = metrics.PUSHES.labels(provider, "retry")
 
     async def send(self, request: PushRequest) -> ChannelResult:
         # One coroutine for the whole push: every frame a parked push keeps alive is work

@@ -99,7 +99,7 @@ async def test_a_hung_provider_ends_pushes_as_retries_and_frees_the_capacity(
         PUSH_CONCURRENCY="2",
         CLAIM_IDLE_MS="60000",
     )
-    timeouts = metric("streamer_push_sent_total", provider="apns", outcome="push_timeout")
+    timeouts = metric("streamer_push_sent_total", provider="apns", outcome="retry")
     resets = fake_apns.server.stats.resets
     others = [token("ok") for _ in range(10)]
     try:
@@ -117,7 +117,7 @@ async def test_a_hung_provider_ends_pushes_as_retries_and_frees_the_capacity(
             )
 
             def timed_out() -> bool:
-                now = metric("streamer_push_sent_total", provider="apns", outcome="push_timeout")
+                now = metric("streamer_push_sent_total", provider="apns", outcome="retry")
                 return now - timeouts == 2
 
             await eventually(timed_out, within_s=5, what="both hung pushes to time out")
@@ -157,7 +157,7 @@ async def test_a_frozen_marker_redis_ends_pushes_as_retries_and_the_worker_goes_
     env = push_env(marker_redis.url, push_credentials, fake_apns, PUSH_TIMEOUT_S="1")
     env.update(CLAIM_IDLE_MS="300", RETRY_BASE_MS="10")
     assert marker_redis.process is not None
-    timeouts = metric("streamer_push_sent_total", provider="apns", outcome="push_timeout")
+    timeouts = metric("streamer_push_sent_total", provider="apns", outcome="retry")
     async with push_worker(redis, env) as worker:
         await worker.consumer.ensure_group()
         marker_redis.process.send_signal(signal.SIGSTOP)
@@ -166,7 +166,7 @@ async def test_a_frozen_marker_redis_ends_pushes_as_retries_and_the_worker_goes_
             await eventually(lambda: user_log_numbers(redis, "ws"), what="the websocket delivery")
 
             def timed_out() -> bool:
-                now = metric("streamer_push_sent_total", provider="apns", outcome="push_timeout")
+                now = metric("streamer_push_sent_total", provider="apns", outcome="retry")
                 return now > timeouts
 
             await eventually(timed_out, within_s=4, what="the push to end as a retry")
