@@ -18,7 +18,7 @@ from typing import NamedTuple
 import redis.asyncio as aioredis
 
 from streamer.contract.event import Channel
-from streamer.contract.keys import Keys
+from streamer.contract.keys import Keys, PartitionKeys
 from streamer.core.policy import ChannelResult, Outcome
 from streamer.infra import metrics
 from streamer.infra.redis import REDIS_ERRORS, LuaScript
@@ -33,6 +33,7 @@ REDIS_ERROR = "redis_error"
 PUSH_TIMEOUT = "push_timeout"
 
 _DONE = (Outcome.DELIVERED, Outcome.DEAD_TOKEN)  # nothing more to do for this push
+PARTITION_CACHE_USERS = 10_000  # cleared when full: bounded, and recent users come back
 
 
 _SCRIPT = LuaScript.load("streamer.lua", "push_markers.lua")
@@ -55,11 +56,16 @@ class PushMarkers:
         self._keys = keys
         self._ttl_s = ttl_s
         self._pending: dict[int, _Batch] = {}
+        self._partitions: dict[str, PartitionKeys] = {}  # user id -> partition, recent users
         self._flusher: asyncio.Task[None] | None = None
         self._closed = False
 
     def marker(self, request: PushRequest) -> Marker:
-        partition = self._keys.of_user(request.user_id)
+        partition = self._partitions.get(request.user_id)
+        if partition is None:  # hashing the user id costs more than the rest of this
+            if len(self._partitions) >= PARTITION_CACHE_USERS:
+                self._partitions.clear()
+            partition = self._partitions[request.user_id] = self._keys.of_user(request.user_id)
         key = partition.push_marker(request.user_id, request.event_key, request.channel)
         return Marker(partition.index, key)
 
