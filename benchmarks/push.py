@@ -39,6 +39,7 @@ from streamer.infra.runtime import tune_gc
 from streamer.infra.settings import Env
 from streamer.push.base import PushRequest, PushSender
 from streamer.push.factory import build_push_senders
+from streamer.push.settings import DEFAULT_CONCURRENCY
 from streamer.worker.main import Worker
 from streamer.worker.settings import WorkerSettings
 from tests.fakes.certs import PushCredentials, make_credentials
@@ -227,7 +228,7 @@ def report(args: argparse.Namespace, results: list[Result]) -> None:
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="benchmarks.push")
     parser.add_argument("--pushes", type=int, default=20_000)
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
     parser.add_argument("--providers", nargs="+", choices=("apns", "fcm"), default=["apns", "fcm"])
     parser.add_argument("--fake-server", choices=("lean", "h2"), default="lean")
     args, _ = parser.parse_known_args(argv)

@@ -18,6 +18,12 @@ from streamer.push.registry import PROVIDERS
 
 T = TypeVar("T")
 
+# Requests in flight per provider. HTTP/2 streams, not connections: one connection carries
+# them (Apple allows 1,000 streams per connection; where a provider allows fewer, the pool
+# opens another). More in flight means fewer pushes parked waiting for a slot, which the
+# benchmark measured as less CPU per push (BENCHMARKS.md, "Push").
+DEFAULT_CONCURRENCY = 256
+
 
 class Problems:
     """Missing and invalid push settings, gathered for one message."""
@@ -73,7 +79,7 @@ class PushSettings:
         problems = Problems()
         ca_file = problems.capture(lambda: env.existing_file("PUSH_CA_FILE"))
         concurrency = problems.capture(
-            lambda: env.int("PUSH_CONCURRENCY", 64, minimum=1, maximum=10000)
+            lambda: env.int("PUSH_CONCURRENCY", DEFAULT_CONCURRENCY, minimum=1, maximum=10000)
         )
         timeout_s = problems.capture(lambda: env.float("PUSH_TIMEOUT_S", 10.0, minimum=0.1))
         marker_ttl_s = problems.capture(lambda: env.int("PUSH_MARKER_TTL_S", 3600, minimum=1))

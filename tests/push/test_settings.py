@@ -37,7 +37,7 @@ def test_defaults_apply_when_nothing_is_set() -> None:
     """No provider enabled: no provider settings, the shared defaults."""
     settings = PushSettings.from_env(Env({}))
     assert settings.providers == {}
-    assert (settings.concurrency, settings.timeout_s, settings.marker_ttl_s) == (64, 10.0, 3600)
+    assert (settings.concurrency, settings.timeout_s, settings.marker_ttl_s) == (256, 10.0, 3600)
 
 
 def test_push_disabled_builds_no_senders() -> None:

@@ -13,7 +13,7 @@ What it asks of the server: no server push, a header table of 0 octets (see
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from typing import NamedTuple
 
 from streamer.push.http2 import frames as f
@@ -31,7 +31,7 @@ OUR_SETTINGS = {
 
 class Response(NamedTuple):
     status: int
-    headers: dict[bytes, bytes]  # the fields the client asked for, by lower-case name
+    headers: Mapping[bytes, bytes]  # the fields the client asked for, by name; read-only
     body: bytes
 
 
@@ -71,7 +71,7 @@ class _Stream:
         self.send_window = send_window
         self.pending = b""  # request body not yet sent (flow control)
         self.status: int | None = None
-        self.headers: dict[bytes, bytes] = {}
+        self.headers: Mapping[bytes, bytes] = {}
         self.body = b""
         self.received = 0
 

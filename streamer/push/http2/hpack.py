@@ -171,11 +171,18 @@ EVERY_FIELD: frozenset[bytes] = _Everything()
 
 class Decoder:
     """Header blocks of one connection: the fields in ``wanted`` (EVERY_FIELD for all of
-    them), by name; a repeated name keeps its last value."""
+    them), by name; a repeated name keeps its last value. The mapping returned may be shared
+    between calls: read it, never change it.
+
+    Answers repeat byte for byte (status, content type and length): a block whose decoding
+    neither read nor changed the dynamic table is remembered, and decoded once."""
 
     NAME_CACHE_ENTRIES = 64  # Huffman-coded names repeat (apns-id, content-type, ...)
+    BLOCK_CACHE_ENTRIES = 256  # cleared when full: unique blocks (dates, ids) cannot grow it
 
     def __init__(self, wanted: frozenset[bytes]) -> None:
+        self._blocks: dict[bytes, dict[bytes, bytes]] = {}
+        self._stateful = False  # the block being decoded read or changed the dynamic table
         self._wanted = wanted
         self._entries: deque[tuple[bytes, bytes, int]] = deque()  # newest first
         self._size = 0
@@ -184,6 +191,18 @@ class Decoder:
         self._names: dict[bytes, bytes] = {}
 
     def decode(self, block: bytes) -> dict[bytes, bytes]:
+        found = self._blocks.get(block)
+        if found is not None:
+            return found
+        self._stateful = False
+        found = self._decode(block)
+        if not self._stateful:
+            if len(self._blocks) >= self.BLOCK_CACHE_ENTRIES:
+                self._blocks.clear()
+            self._blocks[block] = found
+        return found
+
+    def _decode(self, block: bytes) -> dict[bytes, bytes]:
         found: dict[bytes, bytes] = {}
         position, end = 0, len(block)
         fields_seen = False
@@ -237,6 +256,7 @@ class Decoder:
     def _lookup(self, index: int) -> tuple[bytes, bytes]:
         if 0 < index < _FIRST_DYNAMIC:
             return STATIC[index - 1]
+        self._stateful = True
         position = index - _FIRST_DYNAMIC
         if index == 0 or position >= len(self._entries):
             raise ProtocolError(COMPRESSION_ERROR, f"no HPACK table entry {index}")
@@ -244,12 +264,15 @@ class Decoder:
         return name, value
 
     def _resize(self, size: int) -> None:
+        self._stateful = True
+        self._blocks.clear()  # remembered blocks may index into a table of the old size
         if size > self.limit:
             raise ProtocolError(COMPRESSION_ERROR, f"table size {size} over our {self.limit}")
         self._max = size
         self._evict(0)
 
     def _add(self, name: bytes, value: bytes) -> None:
+        self._stateful = True
         size = len(name) + len(value) + ENTRY_OVERHEAD
         self._evict(size)
         if size <= self._max:

@@ -125,3 +125,20 @@ def test_malformed_blocks_are_compression_errors(block: bytes) -> None:
     string is a connection error (COMPRESSION_ERROR), never a crash."""
     with pytest.raises(ProtocolError):
         Decoder(frozenset()).decode(block)
+
+
+def test_repeated_blocks_are_remembered_only_while_the_table_is_not_involved() -> None:
+    """A block that neither reads nor changes the table decodes from memory; one that does
+    is decoded every time, and a table resize forgets what was remembered."""
+    decoder = Decoder(frozenset({b":status", b"content-type"}))
+    plain = Encoder().encode([(b":status", b"200", False), (b"content-type", b"text/x", False)])
+    first = decoder.decode(plain)
+    assert first == {b":status": b"200", b"content-type": b"text/x"}
+    assert decoder.decode(plain) is first  # remembered
+    reference = ReferenceEncoder()
+    adding = reference.encode([("content-type", "application/json")])  # into the table
+    using = reference.encode([("content-type", "application/json")])  # from the table
+    assert decoder.decode(adding) == decoder.decode(using) == {b"content-type": b"application/json"}
+    assert decoder.decode(using) is not decoder.decode(using)  # never remembered
+    decoder.decode(b"\x3f\xe1\x1f")  # a size update (4096): forget
+    assert decoder.decode(plain) is not first
