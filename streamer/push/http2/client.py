@@ -308,25 +308,28 @@ class Http2Pool:
         if not self._slots.take():
             await self._slots.wait()
         started = self._loop.time()
+        outcome: Response | RequestFailed = RequestFailed("not sent")
         try:
             for attempt in range(1, self._attempts + 1):
-                link = self._free_link() or await self._link(deadline)
+                try:
+                    link = self._free_link() or await self._link(deadline)
+                except RequestFailed as exc:  # no connection to be had
+                    outcome = exc
+                    break
                 stream_id = link.send(fields, body, deadline)
                 try:
-                    response = await link.answer(stream_id)
+                    outcome = await link.answer(stream_id)
                 except RequestFailed as exc:
+                    outcome = exc
                     if exc.unprocessed and attempt < self._attempts:
                         continue  # never processed: safe to send on another connection
-                    return answer(exc, self._loop.time() - started)
                 except asyncio.CancelledError:
                     link.cancel(stream_id)
                     raise
-                return answer(response, self._loop.time() - started)
-            raise AssertionError("unreachable")  # pragma: no cover
-        except RequestFailed as exc:  # no connection to be had
-            return answer(exc, self._loop.time() - started)
+                break
         finally:
             self._slots.release()
+        return answer(outcome, self._loop.time() - started)
 
     async def close(self) -> None:
         self._closed = True
