@@ -1,11 +1,14 @@
 """Push throughput of one worker process against the local fake APNs and FCM.
 
-Each fake runs in its own process (TLS; HTTP/2 for APNs, HTTP/1.1 for FCM, as in the
-tests), so it does not share the worker's interpreter. For each provider:
-N events targeting only that push channel are loaded into a private redis-server, then one
-in-process worker (uvloop, the real senders with markers) drains them; pushes/s is N over
-the drain time and CPU/push is this process's CPU over N. A second row sends N pushes
-straight through the sender (no Redis, no worker) to show the provider client's own cost.
+Each fake runs in its own process (TLS and HTTP/2; by default on the lean HTTP/2 server of
+tests.fakes.lean_h2server, with ``--fake-server h2`` on the `h2` library as in the tests), so
+it does not share the worker's interpreter; its CPU is read from /proc and reported on its
+own. For each provider: N events targeting only that push channel are loaded into a private
+redis-server, then one in-process worker (uvloop, the real senders with markers) drains
+them; pushes/s is N over the drain time and CPU/push is this process's CPU over N. A second
+row sends N pushes straight through the sender (no Redis, no worker; PUSH_CONCURRENCY
+pushes in flight) to show the provider client's own cost. Each row carries the 1-minute
+load average just before it: the machine is shared, and CPU per push rises with load.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ from streamer.infra.runtime import tune_gc
 from streamer.infra.settings import Env
 from streamer.push.base import PushRequest, PushSender
 from streamer.push.factory import build_push_senders
+from streamer.push.settings import DEFAULT_CONCURRENCY
 from streamer.worker.main import Worker
 from streamer.worker.settings import WorkerSettings
 from tests.fakes.certs import PushCredentials, make_credentials
@@ -52,6 +56,7 @@ class Result:
     seconds: float
     cpu_seconds: float
     fake_cpu_seconds: float = 0.0
+    load: float = 0.0  # 1-minute load average before the measurement
 
     def row(self) -> str:
         rate = self.pushes / self.seconds
@@ -59,15 +64,15 @@ class Result:
         fake_us = self.fake_cpu_seconds / self.pushes * 1e6
         return (
             f"| {self.provider} | {self.mode} | {self.pushes:,} | {self.seconds:.2f} "
-            f"| {rate:,.0f} | {cpu_us:,.0f} | {fake_us:,.0f} |"
+            f"| {rate:,.0f} | {cpu_us:,.0f} | {fake_us:,.0f} | {self.load:.1f} |"
         )
 
 
 @contextmanager
-def fake_process(kind: str, directory: Path) -> Iterator[tuple[int, int]]:
+def fake_process(kind: str, directory: Path, server: str = "lean") -> Iterator[tuple[int, int]]:
     """A fake provider in its own process; yields its port and pid."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "tests.fakes", kind, str(directory)],
+        [sys.executable, "-m", "tests.fakes", kind, str(directory), "--server", server],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
@@ -105,7 +110,7 @@ async def through_worker(provider: str, env: dict[str, str], count: int) -> Resu
     redis = connect(
         env["REDIS_URL"],
         client_name="streamer-worker-bench",
-        socket_timeout_s=settings.consumer.block_ms / 1000 + 10,
+        block_ms=settings.consumer.block_ms,
     )
     await redis.flushall()  # our private redis-server
     await load(redis, settings.redis.stream_key, CHANNELS[provider], count)
@@ -132,20 +137,28 @@ async def sender_only(provider: str, env: dict[str, str], count: int, concurrenc
     inner: PushSender = getattr(sender, "_inner", sender)  # without the Redis markers
     payload = NotificationPayload("u1", "ai_generation_done", {"title": "Ready", "job": "j"})
     content = push_content(payload)
-    slots = asyncio.Semaphore(concurrency)
+    # Made before timing: the loop below measures the sender, not the harness.
+    requests = [
+        PushRequest(
+            channel, "u1", f"e{n}", "done", f"ok-{n:08d}{uuid.uuid4().hex}", content, payload.data
+        )
+        for n in range(-1, count)
+    ]
+    queue = iter(requests[1:])
 
-    async def one(n: int) -> None:
-        token = f"ok-{n:08d}{uuid.uuid4().hex}"
-        request = PushRequest(channel, "u1", f"e{n}", "done", token, content, payload.data)
-        async with slots:
-            result = await inner.send(request)
+    async def one(request: PushRequest) -> None:
+        result = await inner.send(request)
         if result.reason:
             raise RuntimeError(f"push failed: {result}")
 
+    async def client() -> None:  # one of `concurrency` pushes in flight at a time
+        for request in queue:
+            await one(request)
+
     try:
-        await one(-1)  # connect and authenticate before timing
+        await one(requests[0])  # connect and authenticate before timing
         started, cpu = time.perf_counter(), time.process_time()
-        await asyncio.gather(*(one(n) for n in range(count)))
+        await asyncio.gather(*(client() for _ in range(concurrency)))
         elapsed, cpu_used = time.perf_counter() - started, time.process_time() - cpu
     finally:
         for each in senders.values():
@@ -157,7 +170,7 @@ async def run(args: argparse.Namespace, redis_url: str, credentials: PushCredent
     directory = credentials.ca_file.parent
     results: list[Result] = []
     for provider in args.providers:
-        with fake_process(provider, directory) as (port, pid):
+        with fake_process(provider, directory, args.fake_server) as (port, pid):
             endpoint = f"127.0.0.1:{port}"
             env = push_env(redis_url, credentials, PUSH_CONCURRENCY=str(args.concurrency))
             if provider == "apns":
@@ -169,10 +182,12 @@ async def run(args: argparse.Namespace, redis_url: str, credentials: PushCredent
                 through_worker(provider, env, args.pushes),
                 sender_only(provider, env, args.pushes, args.concurrency),
             ):
-                fake_cpu = cpu_seconds(pid)
+                load_average, fake_cpu = os.getloadavg()[0], cpu_seconds(pid)
                 result = await measure
                 fake_used = cpu_seconds(pid) - fake_cpu
-                results.append(dataclasses.replace(result, fake_cpu_seconds=fake_used))
+                results.append(
+                    dataclasses.replace(result, fake_cpu_seconds=fake_used, load=load_average)
+                )
     report(args, results)
 
 
@@ -198,10 +213,14 @@ def _fcm_env(account: Path, endpoint: str) -> dict[str, str]:
 def report(args: argparse.Namespace, results: list[Result]) -> None:
     print(
         f"`python -m benchmarks push` ({date.today()}, {machine()}; 1-minute load average "
-        f"before the run: {args.load_average:.1f}; PUSH_CONCURRENCY={args.concurrency})\n"
+        f"before the run: {args.load_average:.1f}; PUSH_CONCURRENCY={args.concurrency}; "
+        f"fake server: {args.fake_server})\n"
     )
-    print("| provider | path | pushes | seconds | pushes/s | CPU µs/push | fake's CPU µs/push |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    print(
+        "| provider | path | pushes | seconds | pushes/s | CPU µs/push | fake's CPU µs/push "
+        "| load |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |")
     for result in results:
         print(result.row())
 
@@ -209,8 +228,9 @@ def report(args: argparse.Namespace, results: list[Result]) -> None:
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="benchmarks.push")
     parser.add_argument("--pushes", type=int, default=20_000)
-    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument("--concurrency", type=int, default=DEFAULT_CONCURRENCY)
     parser.add_argument("--providers", nargs="+", choices=("apns", "fcm"), default=["apns", "fcm"])
+    parser.add_argument("--fake-server", choices=("lean", "h2"), default="lean")
     args, _ = parser.parse_known_args(argv)
     args.load_average = os.getloadavg()[0]
     server = private_redis()

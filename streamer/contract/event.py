@@ -7,13 +7,21 @@ encoders are built once, at import.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import msgspec
 
-Channel = Literal["websocket", "push_ios", "push_android"]
-CHANNELS: tuple[Channel, ...] = ("websocket", "push_ios", "push_android")
-PUSH_CHANNELS: tuple[Channel, ...] = ("push_ios", "push_android")
+from streamer.push.registry import PUSH_CHANNEL_NAMES
+
+# The channels an event may target: the WebSocket, and one per push provider in the
+# registry (streamer.push.registry, the one home of push channel names: push_ios for APNs,
+# push_android for FCM). A closed set: msgspec refuses any other name in target_channels.
+PUSH_CHANNELS: tuple[str, ...] = PUSH_CHANNEL_NAMES
+CHANNELS: tuple[str, ...] = ("websocket", *PUSH_CHANNELS)
+if TYPE_CHECKING:
+    Channel = str  # type checkers cannot follow a Literal built from the registry
+else:
+    Channel = Literal[CHANNELS]
 
 # The one user-id rule, used by the event schema, the gateway's URL, the CLI and the browser
 # client (notify-client.js repeats it; a test checks they agree): 1 to 256 characters, none

@@ -15,11 +15,14 @@ from streamer.infra.settings import LogSettings
 def tune_gc() -> None:
     """Fewer, cheaper collections for a process that allocates many short-lived objects per
     event: the objects of start-up (modules, settings) move out of the collector's way, and
-    the youngest generation is collected every 5,000 allocations instead of 700 (measured:
-    ~40 -> ~8 µs of collector time per push in the worker)."""
+    the youngest generation is collected every 50,000 allocations instead of 700. With a
+    thousand pushes in flight, objects made before a collection and freed after it do not
+    lower the count (it stops at 0), so at 5,000 a collection came every ~200 pushes and
+    walked every live coroutine: ~40-50 µs of collector time per push, ~1-3 µs at 50,000
+    (BENCHMARKS.md, "Push")."""
     gc.collect()
     gc.freeze()
-    gc.set_threshold(5000, 20, 20)
+    gc.set_threshold(50_000, 20, 20)
 
 
 def run(main: Coroutine[Any, Any, None], log: LogSettings) -> int:

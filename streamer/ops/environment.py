@@ -111,9 +111,11 @@ GROUPS: dict[str, tuple[Variable, ...]] = {
         V("FCM_ENDPOINT", "https://fcm.googleapis.com", "base URL override (tests, proxies)"),
         V("FCM_API_KEY", "", "legacy server key: no longer accepted"),
         V("PUSH_CA_FILE", "", "extra CA certificate to trust for APNs and FCM"),
-        V("PUSH_CONCURRENCY", "64", "requests in flight per provider"),
+        V("PUSH_CONCURRENCY", "256", "requests in flight per provider (HTTP/2 streams)"),
         V("PUSH_TIMEOUT_S", "10", "per provider request; then the push is retried"),
         V("PUSH_MARKER_TTL_S", "3600", "how long an accepted push is remembered"),
+        V("HTTPS_PROXY", "", "an http:// proxy for APNs and FCM (CONNECT tunnel)"),
+        V("NO_PROXY", "", "hosts that bypass HTTPS_PROXY"),
     ),
     "Bridges": (
         V("ENABLE_RABBITMQ_CONSUMER", "false", "`streamer up` also runs the RabbitMQ bridge"),

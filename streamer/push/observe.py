@@ -1,4 +1,4 @@
-"""Metrics and logs of push outcomes, shared by the APNs and FCM senders.
+"""Metrics and logs of push outcomes, shared by every provider's sender.
 
 A configuration error (revoked key, wrong topic or project) fails every push until an
 operator acts: it is counted each time but logged once per interval, not once per push.
@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 from streamer.infra import metrics
 from streamer.infra.logs import mask_token
-from streamer.push.outcomes import Kind, Verdict
+from streamer.push.verdict import Kind, Verdict
 
 log = logging.getLogger("streamer.push")
 
@@ -42,6 +42,9 @@ class PushObserver:
         self._throttle = throttle or Throttle(CONFIG_LOG_INTERVAL_S)
         self._suppressed = 0
         self._latency = metrics.PUSH_LATENCY.labels(provider)
+        # Children made once (labels() costs more than inc()); every outcome starts at 0.
+        self._outcomes = {kind: metrics.PUSHES.labels(provider, kind.value) for kind in Kind}
+        self._dead_tokens = metrics.PUSH_DEAD_TOKENS.labels(provider)
 
     def request_done(self, seconds: float) -> None:
         self._latency.observe(seconds)
@@ -50,9 +53,9 @@ class PushObserver:
         metrics.PUSH_CREDENTIAL_REFRESHES.labels(self.provider).inc()
 
     def outcome(self, verdict: Verdict, token: str) -> None:
-        metrics.PUSHES.labels(self.provider, verdict.kind.value).inc()
+        self._outcomes[verdict.kind].inc()
         if verdict.kind is Kind.DEAD_TOKEN:
-            metrics.PUSH_DEAD_TOKENS.labels(self.provider).inc()
+            self._dead_tokens.inc()
             log.info("%s: dead token %s (%s)", self.provider, mask_token(token), verdict.reason)
         elif verdict.kind is Kind.CONFIG:
             self._config_error(verdict)

@@ -1,21 +1,21 @@
-"""Run a fake provider in its own process (benchmarks): python -m tests.fakes apns|fcm DIR
+"""Run a fake provider in its own process (benchmarks):
+python -m tests.fakes apns|fcm DIR [--server lean|h2]
 
 DIR holds credentials made by tests.fakes.certs.make_credentials (the same DIR may be
-used by both). Prints ``port <n>`` once listening; runs until stdin closes or SIGTERM.
+used by both). ``--server lean`` (the default) serves HTTP/2 with tests.fakes.lean_h2server,
+``h2`` with the `h2` library as the tests do; FCM's token endpoint is HTTP/1.1 either way.
+Prints ``port <n>`` once listening; runs until stdin closes or SIGTERM.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import functools
 import signal
 import sys
 from pathlib import Path
 
-import hpack.hpack
-
-from tests.fakes import h1server, h2server
+from tests.fakes import h1server, h2server, lean_h2server
 from tests.fakes.apns import FakeApns
 from tests.fakes.certs import (
     APNS_KEY_ID,
@@ -28,15 +28,6 @@ from tests.fakes.fcm import FakeFcm
 from tests.fakes.h2server import Handler, ServerStats
 
 
-def _remember_huffman_decoding() -> None:
-    """The fake APNs decodes the same Huffman-coded provider JWT on every request (HTTP/2
-    sends it never-indexed); in this process only, recent decodings are remembered. hpack's
-    decoder is pure, so answers are unchanged; the tests' in-thread fakes share the client's
-    process and keep hpack as it is."""
-    decode = hpack.hpack.decode_huffman
-    hpack.hpack.decode_huffman = functools.lru_cache(maxsize=256)(decode)
-
-
 def _handler(kind: str, directory: Path) -> Handler:
     if kind == "apns":
         public = (directory / "apns_public.pem").read_bytes()
@@ -45,11 +36,14 @@ def _handler(kind: str, directory: Path) -> Handler:
     return FakeFcm(public, FCM_CLIENT_EMAIL, FCM_PROJECT_ID).handle
 
 
-async def _main(kind: str, directory: Path) -> None:
-    # APNs speaks HTTP/2 only; the FCM sender uses HTTP/1.1 (streamer.push.fcm).
-    http = h2server if kind == "apns" else h1server
-    context = http.server_context(directory / "server.pem", directory / "server.key")
-    server = await http.serve(_handler(kind, directory), context, ServerStats())
+async def _main(kind: str, directory: Path, server_kind: str) -> None:
+    handler = _handler(kind, directory)
+    # APNs speaks HTTP/2 only; FCM HTTP/2, and HTTP/1.1 for its token endpoint.
+    alpn = ("h2",) if kind == "apns" else ("h2", "http/1.1")
+    fallback = h1server.http1(handler) if kind == "fcm" else None
+    context = h2server.server_context(directory / "server.pem", directory / "server.key", alpn)
+    http2 = lean_h2server if server_kind == "lean" else h2server
+    server = await http2.serve(handler, context, ServerStats(), fallback=fallback)
     print(f"port {server.sockets[0].getsockname()[1]}", flush=True)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -63,14 +57,14 @@ def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="python -m tests.fakes")
     parser.add_argument("kind", choices=("apns", "fcm"))
     parser.add_argument("directory", type=Path)
+    parser.add_argument("--server", choices=("lean", "h2"), default="lean")
     args = parser.parse_args(argv)
-    _remember_huffman_decoding()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency of streamer
-        asyncio.run(_main(args.kind, args.directory))
+        asyncio.run(_main(args.kind, args.directory, args.server))
     else:
-        uvloop.run(_main(args.kind, args.directory))
+        uvloop.run(_main(args.kind, args.directory, args.server))
 
 
 if __name__ == "__main__":

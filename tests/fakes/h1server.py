@@ -1,8 +1,9 @@
-"""The same fake handlers served over HTTP/1.1 (keep-alive) and TLS, on aiohttp's server.
+"""HTTP/1.1 beside HTTP/2 on one port: FCM's token endpoint, which google-auth reaches over
+urllib (HTTP/1.1), while the push client sends messages over HTTP/2.
 
-FCM's HTTP v1 API and Google's token endpoint speak HTTP/1.1 as well as HTTP/2; the FCM
-sender uses HTTP/1.1 (see streamer.push.fcm), so its fake does too. aiohttp's low-level
-server (C parser, no router) keeps the fake's own cost per request small.
+A TLS connection that negotiates h2 is served by tests.fakes.h2server (the `h2` library);
+one that offers only http/1.1 by aiohttp's low-level server (C parser, no router), with the
+same handler.
 """
 
 from __future__ import annotations
@@ -14,22 +15,17 @@ from pathlib import Path
 
 from aiohttp import web
 
+from tests.fakes import h2server
 from tests.fakes.h2server import GoAway, Handler, Request, ServerStats
 
 
 def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(cert_file, key_file)
-    context.set_alpn_protocols(["http/1.1"])
-    return context
+    return h2server.server_context(cert_file, key_file, ("h2", "http/1.1"))
 
 
-async def serve(
-    handler: Handler, context: ssl.SSLContext, stats: ServerStats, port: int = 0
-) -> asyncio.Server:
+def http1(handler: Handler) -> h2server.Fallback:
     async def answer(raw: web.BaseRequest) -> web.StreamResponse:
         headers = {k.lower(): v for k, v in raw.headers.items()}
-        # Connections are counted, not numbered, over HTTP/1.1 (no handler asks which).
         request = Request(raw.method, raw.raw_path, headers, await raw.read(), 0)
         reply = handler(request)
         if inspect.isawaitable(reply):
@@ -41,11 +37,11 @@ async def serve(
             response.headers[name] = value
         return response
 
-    server = web.Server(answer, access_log=None)
+    return web.Server(answer, access_log=None)
 
-    def connection() -> asyncio.Protocol:
-        stats.connections += 1
-        return server()
 
-    loop = asyncio.get_running_loop()
-    return await loop.create_server(connection, "127.0.0.1", port, ssl=context)
+async def serve(
+    handler: Handler, context: ssl.SSLContext, stats: ServerStats, port: int = 0
+) -> asyncio.Server:
+    """HTTP/2, or HTTP/1.1 for clients that offer only that."""
+    return await h2server.serve(handler, context, stats, port, fallback=http1(handler))

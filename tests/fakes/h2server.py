@@ -1,8 +1,11 @@
-"""A small HTTP/2 server over TLS (ALPN h2 only, as APNs requires), built on `h2`.
+"""A small HTTP/2 server over TLS, built on the `h2` library, so the push client is tested
+against an independent HTTP/2 implementation.
 
 A fake is a handler: Request -> Response | GOAWAY, or an awaitable of one (to hold an
-answer). The server runs on its own event loop in a thread (tests) or in a subprocess
-(benchmarks, see tests.fakes.__main__), never in the loop under test.
+answer). ALPN h2 only, as APNs requires; given a ``fallback`` (tests.fakes.h1server), a
+connection that offers only http/1.1 is handed to it (FCM's token endpoint, which google-auth
+reaches over urllib). The server runs on its own event loop in a thread (tests) or in a
+subprocess (benchmarks, see tests.fakes.__main__), never in the loop under test.
 """
 
 from __future__ import annotations
@@ -22,8 +25,6 @@ from h2.connection import H2Connection
 from h2.events import ConnectionTerminated, DataReceived, RequestReceived, StreamEnded, StreamReset
 from h2.exceptions import H2Error, ProtocolError
 from h2.settings import SettingCodes
-
-from streamer.push.huffman import CachedHuffmanEncoder
 
 
 @dataclass(frozen=True)
@@ -51,26 +52,35 @@ Reply = Response | GoAway
 Handler = Callable[[Request], "Reply | Awaitable[Reply]"]
 
 
-def server_context(cert_file: Path, key_file: Path) -> ssl.SSLContext:
+def server_context(
+    cert_file: Path, key_file: Path, alpn: tuple[str, ...] = ("h2",)
+) -> ssl.SSLContext:
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert_file, key_file)
-    context.set_alpn_protocols(["h2"])
+    context.set_alpn_protocols(list(alpn))
     return context
+
+
+Fallback = Callable[[], asyncio.Protocol]
 
 
 @dataclass
 class ServerStats:
     connections: int = 0
+    resets: int = 0  # streams the client reset (RST_STREAM)
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
 
 class _Connection(asyncio.Protocol):
-    def __init__(self, handler: Handler, stats: ServerStats) -> None:
+    def __init__(
+        self, handler: Handler, stats: ServerStats, fallback: Fallback | None, max_streams: int
+    ) -> None:
         self._handler = handler
         self._stats = stats
+        self._fallback = fallback
+        self._max_streams = max_streams
         self._id = next(stats._ids)
         self._conn = H2Connection(H2Configuration(client_side=False, header_encoding="utf-8"))
-        self._conn.encoder.huffman_coder = CachedHuffmanEncoder()  # hpack's output, faster
         self._transport: asyncio.Transport | None = None
         self._streams: dict[int, tuple[dict[str, str], bytearray]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -79,12 +89,17 @@ class _Connection(asyncio.Protocol):
         transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport
         ssl_object = transport.get_extra_info("ssl_object")
         if ssl_object is None or ssl_object.selected_alpn_protocol() != "h2":
-            transport.close()  # APNs and FCM speak HTTP/2 only
+            if self._fallback is None:
+                transport.close()  # APNs speaks HTTP/2 only
+                return
+            http1 = self._fallback()
+            transport.set_protocol(http1)
+            http1.connection_made(transport)
             return
         self._transport = transport
         self._stats.connections += 1
         self._conn.initiate_connection()
-        self._conn.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: 1000})
+        self._conn.update_settings({SettingCodes.MAX_CONCURRENT_STREAMS: self._max_streams})
         self._flush()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -110,6 +125,7 @@ class _Connection(asyncio.Protocol):
                 self._dispatch(event.stream_id)
             elif isinstance(event, StreamReset):
                 self._streams.pop(event.stream_id, None)
+                self._stats.resets += 1
             elif isinstance(event, ConnectionTerminated) and self._transport is not None:
                 self._transport.close()
         self._flush()
@@ -155,11 +171,16 @@ class _Connection(asyncio.Protocol):
 
 
 async def serve(
-    handler: Handler, context: ssl.SSLContext, stats: ServerStats, port: int = 0
+    handler: Handler,
+    context: ssl.SSLContext,
+    stats: ServerStats,
+    port: int = 0,
+    fallback: Fallback | None = None,
+    max_streams: int = 1000,
 ) -> asyncio.Server:
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: _Connection(handler, stats), "127.0.0.1", port, ssl=context
+        lambda: _Connection(handler, stats, fallback, max_streams), "127.0.0.1", port, ssl=context
     )
 
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import contextlib
 import json
 import threading
+import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -18,8 +19,16 @@ from typing import Any, Generic, TypeVar
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
+from streamer.contract.event import NotificationPayload, push_content
 from streamer.infra.settings import Env
+from streamer.push.apns import ApnsClient
+from streamer.push.base import PushRequest
 from streamer.push.factory import build_push_senders
+from streamer.push.fcm import FcmClient
+from streamer.push.observe import PushObserver
+from streamer.push.registry import PROVIDERS
+from streamer.push.sender import HttpPushSender
+from streamer.push.settings import PushSettings
 from streamer.worker.main import Worker
 from streamer.worker.settings import WorkerSettings
 from tests.fakes.apns import FakeApns
@@ -110,6 +119,25 @@ async def push_worker(redis: aioredis.Redis, env: dict[str, str]) -> AsyncIterat
     finally:
         for sender in senders.values():
             await sender.close()
+
+
+def provider_sender(
+    env: dict[str, str], name: str, clock: Callable[[], float] = time.time
+) -> HttpPushSender:
+    """One provider's sender as the factory builds it, without markers, with a test clock.
+    Create inside the running loop."""
+    settings = PushSettings.from_env(Env(env))
+    entry = next(p for p in PROVIDERS if p.name == name)
+    observer = PushObserver(name)
+    client_class = {"apns": ApnsClient, "fcm": FcmClient}[name]
+    client = client_class(settings.providers[name], settings, observer.credential_refreshed, clock)
+    return HttpPushSender(entry, client, settings, observer)
+
+
+def push_request(channel: str, device_token: str, **data: Any) -> PushRequest:
+    payload = NotificationPayload(user_id="u1", event_type="done", data=data)
+    content = push_content(payload)
+    return PushRequest(channel, "u1", "e1", "done", device_token, content, payload.data)
 
 
 def push_event(device_token: str, channels: list[str], n: int = 0, **data: Any) -> bytes:

@@ -8,15 +8,22 @@ import time
 import pytest
 import redis.asyncio as aioredis
 
-from streamer.contract.event import NotificationPayload, push_content
 from streamer.core.policy import Outcome
-from streamer.infra.settings import Env
-from streamer.push.apns import ApnsSender
 from streamer.push.base import PushRequest
-from streamer.push.settings import PushSettings
+from streamer.push.sender import HttpPushSender
 from tests.fakes.apns import FakeApns
 from tests.fakes.certs import PushCredentials
-from tests.fakes.harness import Fake, fates, metric, push_env, push_event, push_worker, token
+from tests.fakes.harness import (
+    Fake,
+    fates,
+    metric,
+    provider_sender,
+    push_env,
+    push_event,
+    push_request,
+    push_worker,
+    token,
+)
 from tests.support.events import add_events, feedback, pending_count
 from tests.support.servers import RedisServer
 
@@ -25,17 +32,12 @@ pytest_plugins = ["tests.fakes.plugin"]
 RETRYING = {"CLAIM_IDLE_MS": "100", "RETRY_BASE_MS": "10", "MAX_DELIVERIES": "2"}
 
 
-def apns_sender(env: dict[str, str], clock: float = 0.0) -> ApnsSender:
-    settings = PushSettings.from_env(Env(env))
-    assert settings.apns is not None
-    return ApnsSender(settings.apns, settings, lambda: time.time() + clock)
+def apns_sender(env: dict[str, str], clock: float = 0.0) -> HttpPushSender:
+    return provider_sender(env, "apns", lambda: time.time() + clock)
 
 
 def ios_request(device_token: str, **data: object) -> PushRequest:
-    payload = NotificationPayload(user_id="u1", event_type="done", data={"title": "Hi", **data})
-    return PushRequest(
-        "push_ios", "u1", "e1", "done", device_token, push_content(payload), payload.data
-    )
+    return push_request("push_ios", device_token, title="Hi", **data)
 
 
 async def test_each_apns_outcome_class_ends_in_the_right_state(
@@ -45,9 +47,7 @@ async def test_each_apns_outcome_class_ends_in_the_right_state(
     fake_apns: Fake[FakeApns],
 ) -> None:
     """Success, retry-then-success, dead tokens and persistent failures: acked, fed back, DLQ."""
-    tokens = {
-        p: token(p) for p in ("ok", "flaky", "bad", "gone", "busy", "err", "unavail", "goaway")
-    }
+    tokens = {p: token(p) for p in ("ok", "flaky", "bad", "gone", "busy", "err", "unavail")}
     await add_events(redis, [push_event(t, ["push_ios"], n) for n, t in enumerate(tokens.values())])
     env = push_env(redis_server.url, push_credentials, apns=fake_apns, **RETRYING)
     async with push_worker(redis, env) as worker:
@@ -59,7 +59,6 @@ async def test_each_apns_outcome_class_ends_in_the_right_state(
         tokens["busy"]: ("dlq", "max_deliveries"),
         tokens["err"]: ("dlq", "max_deliveries"),
         tokens["unavail"]: ("dlq", "max_deliveries"),
-        tokens["goaway"]: ("dlq", "max_deliveries"),
     }
     app = fake_apns.app
     assert app.accepted[tokens["ok"]] == 1 and app.accepted[tokens["flaky"]] == 1
@@ -69,6 +68,26 @@ async def test_each_apns_outcome_class_ends_in_the_right_state(
     gone = records[tokens["gone"]]
     assert gone[b"user_id"] == b"u3" and gone[b"device_type"] == b"ios"
     assert b"unregistered at" in gone[b"detail"] and int(gone[b"time_ms"]) > 0
+
+
+async def test_a_push_answered_by_goaway_every_time_is_retried_then_dead_lettered(
+    redis: aioredis.Redis,
+    redis_server: RedisServer,
+    push_credentials: PushCredentials,
+    fake_apns: Fake[FakeApns],
+) -> None:
+    """GOAWAY before the stream was read: sent again on new connections, then a retry; after
+    MAX_DELIVERIES the entry is dead-lettered."""
+    device = token("goaway")
+    await add_events(redis, [push_event(device, ["push_ios"])])
+    connections = fake_apns.server.stats.connections
+    env = push_env(redis_server.url, push_credentials, apns=fake_apns, **RETRYING)
+    async with push_worker(redis, env) as worker:
+        await worker.drain()
+    assert await fates(redis) == {device: ("dlq", "max_deliveries")}
+    # Two deliveries, three sends each (ATTEMPTS), each on a new connection.
+    assert fake_apns.app.attempts[device] == 6
+    assert fake_apns.server.stats.connections - connections == 6
 
 
 async def test_expired_provider_token_is_replaced_and_the_push_retried(

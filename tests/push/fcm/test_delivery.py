@@ -8,15 +8,21 @@ import redis.asyncio as aioredis
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from streamer.contract.event import NotificationPayload, push_content
 from streamer.core.policy import Outcome
-from streamer.infra.settings import Env
 from streamer.push.base import PushRequest
-from streamer.push.fcm import FcmSender
-from streamer.push.settings import PushSettings
+from streamer.push.sender import HttpPushSender
 from tests.fakes.certs import PushCredentials
 from tests.fakes.fcm import FakeFcm
-from tests.fakes.harness import Fake, fates, push_env, push_event, push_worker, token
+from tests.fakes.harness import (
+    Fake,
+    fates,
+    provider_sender,
+    push_env,
+    push_event,
+    push_request,
+    push_worker,
+    token,
+)
 from tests.support.events import KEYS, add_events, pending_count
 from tests.support.polling import eventually
 from tests.support.servers import RedisServer
@@ -26,17 +32,12 @@ pytest_plugins = ["tests.fakes.plugin"]
 RETRYING = {"CLAIM_IDLE_MS": "100", "RETRY_BASE_MS": "10", "MAX_DELIVERIES": "2"}
 
 
-def fcm_sender(env: dict[str, str]) -> FcmSender:
-    settings = PushSettings.from_env(Env(env))
-    assert settings.fcm is not None
-    return FcmSender(settings.fcm, settings)
+def fcm_sender(env: dict[str, str]) -> HttpPushSender:
+    return provider_sender(env, "fcm")
 
 
 def android_request(device_token: str, **data: object) -> PushRequest:
-    payload = NotificationPayload(user_id="u1", event_type="done", data=data)
-    return PushRequest(
-        "push_android", "u1", "e1", "done", device_token, push_content(payload), payload.data
-    )
+    return push_request("push_android", device_token, **data)
 
 
 async def test_each_fcm_outcome_class_ends_in_the_right_state(
