@@ -5,9 +5,11 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+import redis
 
 from tests.chaos.drive import drive, expect_clean, reached
 from tests.chaos.stack import Stack
+from tests.support.events import KEYS, ingress_streams
 from tests.support.load import Plan, Produced, RabbitSink, StreamSink
 from tests.support.processes import StreamerProcess
 
@@ -15,9 +17,24 @@ pytestmark = [pytest.mark.chaos, pytest.mark.timeout(240)]
 
 
 def pending_of(stack: Stack, name: str) -> int:
-    """Entries the consumer ``name`` holds read but unacked (`streamer status`)."""
-    consumers = stack.status().get("consumers") or []
-    return sum(int(c["pending"]) for c in consumers if c["name"] == name)
+    """Entries the consumer ``name`` holds read but unacked, over every ingress stream (the
+    partitions and the compatibility stream), in one round trip."""
+    client = redis.Redis.from_url(stack.redis.url)
+    try:
+        pipe = client.pipeline(transaction=False)
+        for stream in ingress_streams():
+            pipe.xpending(stream, KEYS.group)
+        held = 0
+        for summary in pipe.execute(raise_on_error=False):
+            if isinstance(summary, dict):
+                held += sum(
+                    int(c["pending"])
+                    for c in summary["consumers"]
+                    if c["name"] in (name, name.encode())
+                )
+        return held
+    finally:
+        client.close()
 
 
 async def kill_while_holding_entries(
