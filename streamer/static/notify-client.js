@@ -148,6 +148,7 @@ export class NotifyClient {
     this.state = State.IDLE;
     this.lastEventId = this._loadLastId();
     this._handlers = new Map(); // event type -> Set of handlers
+    this._topics = new Map(); // topic -> { lastId, handlers: Set, resync: Set }
     this._anyHandlers = new Set();
     this._stateHandlers = new Set();
     this._resyncHandlers = new Set();
@@ -206,6 +207,63 @@ export class NotifyClient {
     this._setState(State.CLOSED, { reason: "closed by app" });
   }
 
+  /**
+   * Follow a topic (the token's `topics` claim must allow it): handler(content, message)
+   * for each of its events, in order, once each, resumed from the last one seen after a
+   * reconnect or a reload. `options.onResync({replayed})` is called when the gateway could
+   * not replay what was missed (`recovered: false`): refetch that topic's state. Returns an
+   * unsubscribe function. A refusal arrives as a "subscribe_refused" state detail.
+   */
+  subscribe(topic, handler, options = {}) {
+    let entry = this._topics.get(topic);
+    if (!entry) {
+      entry = { lastId: this._loadTopicId(topic), handlers: new Set(), resync: new Set() };
+      this._topics.set(topic, entry);
+      this._sendSubscribe(topic, entry);
+    }
+    if (handler) entry.handlers.add(handler);
+    if (options.onResync) entry.resync.add(options.onResync);
+    return () => {
+      if (handler) entry.handlers.delete(handler);
+      if (options.onResync) entry.resync.delete(options.onResync);
+      if (entry.handlers.size === 0 && entry.resync.size === 0) this.unsubscribe(topic);
+    };
+  }
+
+  /** Stop following a topic. */
+  unsubscribe(topic) {
+    if (!this._topics.delete(topic)) return;
+    const socket = this._socket;
+    if (socket && socket.readyState === 1) {
+      socket.send(JSON.stringify({ type: "unsubscribe", topic }));
+    }
+  }
+
+  /** The topics followed now. */
+  get topics() {
+    return [...this._topics.keys()];
+  }
+
+  _sendSubscribe(topic, entry) {
+    const socket = this._socket;
+    if (!socket || socket.readyState !== 1) return; // sent when the socket opens
+    const frame = { type: "subscribe", topic };
+    if (entry.lastId) frame.last_event_id = entry.lastId;
+    socket.send(JSON.stringify(frame));
+  }
+
+  _topicKey(topic) {
+    return `${this.storageKey}:topic:${topic}`;
+  }
+
+  _loadTopicId(topic) {
+    try {
+      return this.storage?.getItem(this._topicKey(topic)) ?? null;
+    } catch {
+      return null;
+    }
+  }
+
   /** Forget the last event id: the next connection starts live, without a resume. */
   resetPosition() {
     this.lastEventId = null;
@@ -251,6 +309,7 @@ export class NotifyClient {
       this._failedHandshakes = 0;
       this._tokenFromRefresh = false;
       this._setState(State.OPEN, { resumedFrom: this.lastEventId });
+      for (const [topic, entry] of this._topics) this._sendSubscribe(topic, entry);
       this._scheduleRefresh(token);
       this._schedulePing(socket);
     };
@@ -336,13 +395,52 @@ export class NotifyClient {
       this._recovered(message);
       return;
     }
+    if (message.type === "subscribed" || message.type === "subscribe_refused") {
+      this._topicAnswer(message);
+      return;
+    }
+    if (message.type === "unsubscribed") return;
+    if (message.broadcast === true) {
+      this._dispatch(message); // not logged: no id, no resume
+      return;
+    }
     if (typeof message.id !== "string") return;
+    if (typeof message.topic === "string") {
+      this._topicEvent(message);
+      return;
+    }
     // The gateway already drops what a socket has seen; this guards the seam between
     // two sockets (a reconnect racing a late frame) so the app never sees an event twice.
     if (this.lastEventId && compareIds(message.id, this.lastEventId) <= 0) return;
     this.lastEventId = message.id;
     this._storage("setItem", message.id);
     this._dispatch(message);
+  }
+
+  _topicEvent(message) {
+    const entry = this._topics.get(message.topic);
+    if (!entry) return; // unsubscribed meanwhile
+    if (entry.lastId && compareIds(message.id, entry.lastId) <= 0) return;
+    entry.lastId = message.id;
+    try {
+      this.storage?.setItem(this._topicKey(message.topic), message.id);
+    } catch {
+      // storage full or disabled: the id stays in memory
+    }
+    this._emit(entry.handlers, message.content, message);
+    this._dispatch(message);
+  }
+
+  _topicAnswer(message) {
+    const entry = this._topics.get(message.topic);
+    this._emit(this._handlers.get(message.type), message, message);
+    if (message.type === "subscribe_refused") {
+      this._setState(this.state, { topic: message.topic, refused: message.reason });
+      return;
+    }
+    if (entry && message.recovered === false) {
+      this._emit(entry.resync, { replayed: message.replayed ?? 0 });
+    }
   }
 
   _recovered(message) {
