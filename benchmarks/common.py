@@ -1,18 +1,30 @@
-"""Shared pieces of the benchmarks: a private redis-server, process CPU time, machine info."""
+"""Shared pieces of the benchmarks: a private redis-server, a worker + gateway stack, a load
+process holding sockets, a raw publisher, process CPU time, machine info."""
 
 from __future__ import annotations
 
 import json
 import os
 import platform
+import queue
+import socket
+import subprocess
+import sys
 import tempfile
+import threading
+import time
+import urllib.request
 from pathlib import Path
+from types import TracebackType
+from typing import Any
 
+import hiredis
 import redis
 
-from tests.support.servers import RedisServer
+from tests.support.servers import RedisServer, free_port, streamer_env, wait_for
 
 STREAM = "notify:events"
+BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
 
 
 def private_redis() -> RedisServer:
@@ -64,3 +76,183 @@ def write_section(path: Path, heading: str, text: str) -> None:
     end = current.find("\n## ", start + len(heading))
     tail = "" if end < 0 else current[end:]
     path.write_text(current[:start] + text.rstrip("\n") + "\n" + tail)
+
+
+def redis_cpu_seconds(client: redis.Redis) -> float:
+    """redis-server's CPU time (user + system, every thread) from its own ``INFO cpu``."""
+    info = client.info("cpu")
+    return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+
+class RawPublisher:
+    """Writes commands to Redis as fast as one connection can carry them: RESP packed by
+    hiredis, sent without waiting, replies read by a thread. The benchmarks' producer, not
+    measured itself; an error reply stops the benchmark."""
+
+    def __init__(self, port: int) -> None:
+        self._sock = socket.create_connection(("127.0.0.1", port))
+        self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sent = 0
+        self._replied = 0
+        self._error: str | None = None
+        self._changed = threading.Condition()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def send(self, commands: list[tuple[str, ...]]) -> None:
+        if self._error:
+            raise RuntimeError(f"redis answered an error: {self._error}")
+        self._sent += len(commands)
+        self._sock.sendall(b"".join(hiredis.pack_command(c) for c in commands))
+
+    def wait_replies(self, timeout_s: float = 120.0) -> None:
+        with self._changed:
+            if not self._changed.wait_for(
+                lambda: self._replied >= self._sent or self._error, timeout_s
+            ):
+                raise RuntimeError(f"{self._sent - self._replied} replies missing")
+        if self._error:
+            raise RuntimeError(f"redis answered an error: {self._error}")
+
+    def close(self) -> None:
+        self._sock.close()
+
+    def _read(self) -> None:
+        reader = hiredis.Reader()
+        while chunk := self._recv():
+            reader.feed(chunk)
+            count = 0
+            while (reply := reader.gets()) is not False:
+                count += 1
+                if isinstance(reply, hiredis.ReplyError):
+                    self._error = str(reply)
+            with self._changed:
+                self._replied += count
+                self._changed.notify_all()
+
+    def _recv(self) -> bytes:
+        try:
+            return self._sock.recv(1 << 20)
+        except OSError:
+            return b""
+
+
+class LoadProcess:
+    """A benchmark's socket holder in a process of its own, driven over its stdin/stdout (one
+    line per message): it prints ``ready`` once its sockets are open, progress lines while it
+    runs, and a JSON report when it reads ``report``."""
+
+    def __init__(self, argv: list[str], env: dict[str, str]) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", *argv],
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self._lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=self._pump, daemon=True).start()
+
+    def _pump(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self._lines.put(line.strip())
+
+    def expect(self, prefix: str, timeout_s: float) -> str | None:
+        """The next line starting with ``prefix`` (earlier lines are skipped), or None."""
+        deadline = time.monotonic() + timeout_s
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = self._lines.get(timeout=left)
+            except queue.Empty:
+                break
+            if line.startswith(prefix):
+                return line
+        return None
+
+    def tell(self, line: str) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(line + "\n")
+        self.proc.stdin.flush()
+
+    def report(self) -> dict[str, Any]:
+        self.tell("report")
+        line = self.expect("{", 60)
+        if line is None:
+            raise RuntimeError("the load process did not report")
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+
+class Stack:
+    """A private redis-server with one ``streamer worker`` and one ``streamer gateway`` (the
+    real CLI) on it, and the load processes started against the gateway; all stopped on
+    exit."""
+
+    def __init__(self, secret: str, **settings: str) -> None:
+        self.server = private_redis()
+        self.redis_port = self.server.port
+        self.client = redis.Redis.from_url(self.server.url)
+        self.port = free_port()
+        self.secret = secret
+        self.env = streamer_env(
+            self.server.url,
+            LOG_LEVEL="warning",
+            JWT_SECRET=secret,
+            WORKER_ID="bench",
+            GATEWAY_ID="bench-gw",
+            GATEWAY_HOST="127.0.0.1",
+            GATEWAY_PORT=str(self.port),
+            **settings,
+        )
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.loads: list[LoadProcess] = []
+
+    def __enter__(self) -> Stack:
+        try:
+            for name in ("worker", "gateway"):
+                self.procs[name] = subprocess.Popen(
+                    [sys.executable, "-m", "streamer", name], env=self.env
+                )
+            wait_for(lambda: _healthy(self.port), timeout=30, what="gateway /healthz")
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def pids(self) -> dict[str, int]:
+        return {name: proc.pid for name, proc in self.procs.items()}
+
+    def load(self, argv: list[str]) -> LoadProcess:
+        """Start ``python -m ARGV --load --port P`` with the stack's environment."""
+        process = LoadProcess([*argv, "--load", "--port", str(self.port)], self.env)
+        self.loads.append(process)
+        return process
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        trace: TracebackType | None,
+    ) -> None:
+        children: list[subprocess.Popen[Any]] = [
+            *self.procs.values(),
+            *(load.proc for load in self.loads),
+        ]
+        for proc in children:
+            proc.terminate()
+        for proc in children:
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        self.client.close()
+        self.server.stop()
+
+
+def _healthy(port: int) -> bool:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
+            return bool(response.status == 200)
+    except OSError:
+        return False

@@ -3,10 +3,16 @@
 Starts a private redis-server, one `streamer worker` and one `streamer gateway` process, and a
 separate load process holding N sockets (default 1,000, one user each). Then:
 
-1. burst: XADD E events (default 100,000) round-robin over the users as fast as possible;
-   reports events/s from the first XADD to the last receipt, and XADD-to-receipt latency;
+1. burst: XADD E events (default 100,000) round-robin over the users, to each user's ingress
+   partition, as fast as one connection can write them; reports events/s from the first XADD
+   to the last receipt, and XADD-to-receipt latency;
 2. paced: XADD at fixed rates (default 5,000 and 1,000 events/s, 10 s each); reports the
    same latency.
+
+CPU per event is measured the way an outside observer measures it: each server process's own
+CPU time over the phase (worker and gateway from /proc, redis-server from its `INFO cpu`,
+main thread and background threads together), divided by the events of the phase. The load
+process and the publisher are not counted: they stand in for the clients and the producers.
 
 Every event carries its XADD wall-clock time; all processes share the host clock. The load
 process also checks that every event arrived exactly once. Results go to BENCHMARKS.md
@@ -21,31 +27,32 @@ import argparse
 import asyncio
 import json
 import os
-import queue
 import secrets
-import subprocess
 import sys
-import threading
 import time
-import urllib.request
-from dataclasses import dataclass
-from pathlib import Path
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
 import redis
 import uvloop
-from websockets.asyncio.client import connect
 
-from benchmarks.common import cpu_seconds, machine, private_redis, write_section
+from benchmarks.common import (
+    BENCHMARKS_MD,
+    RawPublisher,
+    Stack,
+    cpu_seconds,
+    machine,
+    redis_cpu_seconds,
+    write_section,
+)
+from benchmarks.wsclient import open_socket, raise_fd_limit
+from streamer.contract.keys import Keys
 from streamer.gateway.auth import mint_token
-from streamer.infra.settings import Env
-from tests.support.servers import free_port, streamer_env, wait_for
+from streamer.infra.settings import Env, RedisSettings
 
-STREAM = "notify:events"
 SECTION = "## End-to-end benchmark"
-BENCHMARKS_MD = Path(__file__).resolve().parent.parent / "BENCHMARKS.md"
-PIPELINE = 1000
+CHUNK = 1000  # events per write in the burst; one timestamp per chunk
 
 
 # --- orchestrator --------------------------------------------------------------------------
@@ -58,25 +65,44 @@ class Phase:
     rate: int | None = None  # events/s; None: all at once
     first_xadd: float = 0.0
     last_xadd: float = 0.0
+    cpu_s: dict[str, float] = field(default_factory=dict)
 
 
 def _user(n: int) -> str:
     return f"bench-{n}"
 
 
-def _publish_burst(client: redis.Redis, phase: Phase, index: int, users: int) -> None:
-    pipe = client.pipeline(transaction=False)
+class Events:
+    """Builds the XADD commands of one phase, each to its user's ingress partition."""
+
+    def __init__(self, keys: Keys, users: int, index: int) -> None:
+        self.streams = [keys.ingress(_user(n)) for n in range(users)]
+        self.users = users
+        self.index = index
+
+    def commands(self, first: int, count: int) -> list[tuple[str, ...]]:
+        now = time.time() * 1000
+        out = []
+        for seq in range(first, first + count):
+            user = seq % self.users
+            body = (
+                f'{{"user_id":"{_user(user)}","event_type":"bench",'
+                f'"data":{{"p":{self.index},"s":{seq},"t":{now:.3f}}}}}'
+            )
+            out.append(("XADD", self.streams[user], "*", "payload", body))
+        return out
+
+
+def _publish_burst(publisher: RawPublisher, phase: Phase, events: Events) -> None:
     phase.first_xadd = time.time()
-    for seq in range(phase.events):
-        _queue_event(pipe, index, seq, users)
-        if len(pipe) >= PIPELINE:
-            pipe.execute()
-    pipe.execute()
+    for first in range(0, phase.events, CHUNK):
+        publisher.send(events.commands(first, min(CHUNK, phase.events - first)))
+    publisher.wait_replies()
     phase.last_xadd = time.time()
 
 
-def _publish_paced(client: redis.Redis, phase: Phase, index: int, users: int, rate: int) -> None:
-    """``rate`` events/s in ticks of 10 ms, each tick one pipelined round trip."""
+def _publish_paced(publisher: RawPublisher, phase: Phase, events: Events, rate: int) -> None:
+    """``rate`` events/s in ticks of 10 ms, each tick one write."""
     per_tick = max(1, rate // 100)
     started = time.perf_counter()
     phase.first_xadd = time.time()
@@ -85,66 +111,29 @@ def _publish_paced(client: redis.Redis, phase: Phase, index: int, users: int, ra
         delay = started + tick * 0.01 - time.perf_counter()
         if delay > 0:
             time.sleep(delay)
-        pipe = client.pipeline(transaction=False)
-        for _ in range(min(per_tick, phase.events - seq)):
-            _queue_event(pipe, index, seq, users)
-            seq += 1
-        pipe.execute()
+        count = min(per_tick, phase.events - seq)
+        publisher.send(events.commands(seq, count))
+        seq += count
         tick += 1
+    publisher.wait_replies()
     phase.last_xadd = time.time()
 
 
-def _queue_event(pipe: Any, index: int, seq: int, users: int) -> None:
-    body = {
-        "user_id": _user(seq % users),
-        "event_type": "bench",
-        "data": {"p": index, "s": seq, "t": time.time() * 1000},
-    }
-    pipe.xadd(STREAM, {"payload": json.dumps(body)})
+class Meter:
+    """CPU seconds of the server processes, read before and after a phase."""
 
+    def __init__(self, pids: dict[str, int], client: redis.Redis) -> None:
+        self.pids = pids
+        self.client = client
 
-class LoadProcess:
-    """The socket holder, driven over its stdin/stdout (one line per message)."""
+    def read(self) -> dict[str, float]:
+        now = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        now["redis"] = redis_cpu_seconds(self.client)
+        return now
 
-    def __init__(self, port: int, secret: str, sockets: int, phases: list[Phase]) -> None:
-        expected = ",".join(str(p.events) for p in phases)
-        argv = [sys.executable, "-m", "benchmarks.e2e", "--load", "--port", str(port)]
-        argv += ["--sockets", str(sockets), "--expected", expected]
-        self.proc = subprocess.Popen(
-            argv,
-            env=streamer_env("redis://unused", JWT_SECRET=secret),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        self._lines: queue.Queue[str] = queue.Queue()
-        threading.Thread(target=self._pump, daemon=True).start()
-
-    def _pump(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self._lines.put(line.strip())
-
-    def expect(self, prefix: str, timeout_s: float) -> str | None:
-        deadline = time.monotonic() + timeout_s
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = self._lines.get(timeout=left)
-            except queue.Empty:
-                break
-            if line.startswith(prefix):
-                return line
-        return None
-
-    def report(self) -> dict[str, Any]:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write("report\n")
-        self.proc.stdin.flush()
-        line = self.expect("{", 60)
-        if line is None:
-            raise RuntimeError("the load process did not report")
-        result: dict[str, Any] = json.loads(line)
-        return result
+    @staticmethod
+    def spent(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+        return {name: after[name] - before[name] for name in before}
 
 
 def main(argv: list[str]) -> None:
@@ -154,6 +143,9 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--rates", default="5000,1000", help="paced phases, events/s")
     parser.add_argument("--rate-seconds", type=int, default=10)
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    parser.add_argument(
+        "--commandstats", action="store_true", help="print Redis's per-command CPU per phase"
+    )
     parser.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--expected", help=argparse.SUPPRESS)
@@ -167,7 +159,7 @@ def main(argv: list[str]) -> None:
         phases.append(Phase(name, rate * args.rate_seconds, rate))
     load_before = os.getloadavg()[0]
     results = run(args, phases)
-    text = render(args, phases, results, load_before)
+    text = render(args, phases, results, load_before, os.getloadavg()[0])
     print(text, flush=True)
     if not args.no_write:
         write_section(BENCHMARKS_MD, SECTION, text)
@@ -175,90 +167,80 @@ def main(argv: list[str]) -> None:
 
 
 def run(args: argparse.Namespace, phases: list[Phase]) -> dict[str, Any]:
-    server = private_redis()
-    client = redis.Redis.from_url(server.url)
     secret = secrets.token_urlsafe(32)
-    port = free_port()
-    env = streamer_env(
-        server.url,
-        LOG_LEVEL="warning",
-        JWT_SECRET=secret,
-        WORKER_ID="bench",
-        GATEWAY_ID="bench-gw",
-        GATEWAY_HOST="127.0.0.1",
-        GATEWAY_PORT=str(port),
-    )
-    procs = {
-        name: subprocess.Popen([sys.executable, "-m", "streamer", name], env=env)
-        for name in ("worker", "gateway")
-    }
-    load: LoadProcess | None = None
     complete = []
-    try:
-        wait_for(lambda: _healthy(port), timeout=30, what="gateway /healthz")
-        load = LoadProcess(port, secret, args.sockets, phases)
+    with Stack(secret) as stack:
+        keys = Keys.from_settings(RedisSettings.from_env(Env(stack.env)))
+        expected = ",".join(str(p.events) for p in phases)
+        load = stack.load(
+            ["benchmarks.e2e", "--sockets", str(args.sockets), "--expected", expected]
+        )
         if load.expect("ready", 120) is None:
             raise RuntimeError("the load process did not connect its sockets")
-        cpu = {name: cpu_seconds(p.pid) for name, p in procs.items()}
-        _publish_burst(client, phases[0], 0, args.sockets)
-        complete.append(load.expect("done 0", 300) is not None)
-        cpu = {name: cpu_seconds(p.pid) - cpu[name] for name, p in procs.items()}
-        for index, phase in enumerate(phases[1:], 1):
-            assert phase.rate is not None
-            _publish_paced(client, phase, index, args.sockets, phase.rate)
-            complete.append(load.expect(f"done {index}", 120) is not None)
+        meter = Meter(stack.pids(), stack.client)
+        publisher = RawPublisher(stack.redis_port)
+        try:
+            for index, phase in enumerate(phases):
+                events = Events(keys, args.sockets, index)
+                stack.client.config_resetstat()
+                before = meter.read()
+                if phase.rate is None:
+                    _publish_burst(publisher, phase, events)
+                    complete.append(load.expect(f"done {index}", 300) is not None)
+                else:
+                    _publish_paced(publisher, phase, events, phase.rate)
+                    complete.append(load.expect(f"done {index}", 120) is not None)
+                phase.cpu_s = Meter.spent(before, meter.read())
+                if args.commandstats:
+                    print_commandstats(stack.client, phase)
+        finally:
+            publisher.close()
         report = load.report()
-    finally:
-        children = [*procs.values(), *([load.proc] if load else [])]
-        for proc in children:
-            proc.terminate()
-        for proc in children:
-            try:
-                proc.wait(20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        client.close()
-        server.stop()
-    return {"load": report, "complete": complete, "burst_cpu_s": cpu}
+    return {"load": report, "complete": complete}
 
 
-def _healthy(port: int) -> bool:
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as response:
-            return bool(response.status == 200)
-    except OSError:
-        return False
+def print_commandstats(client: redis.Redis, phase: Phase) -> None:
+    """Redis's own account of where its time went in the phase, per command (µs/event)."""
+    stats = client.info("commandstats")
+    rows = sorted(stats.items(), key=lambda kv: -kv[1]["usec"])
+    print(f"-- Redis commandstats, {phase.name} (µs per event, calls per event)")
+    for name, row in rows:
+        per_event = row["usec"] / phase.events
+        if per_event >= 0.05:
+            print(f"   {name:<28} {per_event:6.2f} µs  {row['calls'] / phase.events:6.2f} calls")
 
 
 def render(
-    args: argparse.Namespace, phases: list[Phase], results: dict[str, Any], load_avg: float
+    args: argparse.Namespace,
+    phases: list[Phase],
+    results: dict[str, Any],
+    load_before: float,
+    load_after: float,
 ) -> str:
     stats = results["load"]["phases"]
     burst = phases[0]
-    cpu = results["burst_cpu_s"]
     lines = [
         SECTION,
         "",
         f"`python -m benchmarks e2e` ({time.strftime('%Y-%m-%d')}, {machine()}; Redis, worker, "
         "gateway, load process and publisher all on this host, sharing its cores; "
-        f"1-minute load average before the run: {load_avg:.1f}).",
+        f"1-minute load average {load_before:.1f} before the run, {load_after:.1f} after).",
         "",
         f"One worker, one gateway, {args.sockets:,} sockets (one user each) in a separate load "
         "process. Latency is from XADD to receipt by the client; events/s is events received "
-        "divided by the time from the first XADD to the last receipt.",
+        "divided by the time from the first XADD to the last receipt. CPU is each server "
+        "process's own CPU time over the phase (worker and gateway from /proc, Redis from "
+        "`INFO cpu`) divided by the phase's events.",
         "",
-        "| phase | events | received | lost | duplicates | events/s | p50 ms | p99 ms | max ms |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| phase | events | lost | dup | events/s | p50 ms | p99 ms | max ms "
+        "| worker µs/ev | gateway µs/ev | Redis µs/ev | total µs/ev |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         *(_row(phase, stat) for phase, stat in zip(phases, stats, strict=True)),
         "",
-        f"Burst XADD took {burst.last_xadd - burst.first_xadd:.2f} s. CPU during the burst: "
-        f"worker {cpu['worker']:.1f} s, gateway {cpu['gateway']:.1f} s "
-        f"({cpu['gateway'] / max(1, burst.events) * 1e6:.0f} µs/event).",
-        "",
-        "Reading it: in the burst the whole backlog sits in the stream within seconds, so its "
-        "latency is queueing behind the end-to-end rate (bounded by one worker's CPU here). "
-        "The paced rows show latency below saturation. `lost` and `duplicates` count events "
-        "not received / received twice over all sockets (the gateway's exactly-once check).",
+        f"The burst's XADDs took {burst.last_xadd - burst.first_xadd:.2f} s (one connection, "
+        f"{CHUNK} per write). `lost` and `dup` count events not received / received twice over "
+        "all sockets. The paced rows' CPU includes the processes' idle work over the phase "
+        "(heartbeats, leases), as an outside observer would count it.",
     ]
     if not all(results["complete"]):
         lines.append("")
@@ -270,10 +252,12 @@ def _row(phase: Phase, stats: dict[str, Any]) -> str:
     lost = phase.events - stats["unique"]
     span = stats["last_receipt"] - phase.first_xadd
     rate = stats["unique"] / span if stats["unique"] and span > 0 else float("nan")
+    per = {name: seconds / phase.events * 1e6 for name, seconds in phase.cpu_s.items()}
+    total = sum(per.values())
     return (
-        f"| {phase.name} | {phase.events:,} | {stats['received']:,} | {lost:,} | "
-        f"{stats['duplicates']:,} | {rate:,.0f} | {stats['p50']:.1f} | {stats['p99']:.1f} | "
-        f"{stats['max']:.1f} |"
+        f"| {phase.name} | {phase.events:,} | {lost:,} | {stats['duplicates']:,} | "
+        f"{rate:,.0f} | {stats['p50']:.1f} | {stats['p99']:.1f} | {stats['max']:.1f} | "
+        f"{per['worker']:.1f} | {per['gateway']:.1f} | {per['redis']:.1f} | **{total:.1f}** |"
     )
 
 
@@ -297,8 +281,13 @@ class Recorder:
         self.seen: list[set[int]] = [set() for _ in expected]
         self.duplicates = [0 for _ in expected]
         self.last_receipt = [0.0 for _ in expected]
+        self._decode = msgspec.json.Decoder(_Message).decode
 
-    def record(self, data: _Data, now: float) -> None:
+    def on_text(self, payload: bytes) -> None:
+        data = self._decode(payload).content
+        if data is None:
+            return
+        now = time.time()
         index = data.p
         if data.s in self.seen[index]:
             self.duplicates[index] += 1
@@ -314,50 +303,41 @@ class Recorder:
 
     def _phase(self, i: int) -> dict[str, Any]:
         values = sorted(self.latencies[i])
-
-        def pct(q: float) -> float:
-            return values[min(len(values) - 1, int(q * len(values)))] if values else float("nan")
-
         return {
             "received": len(values) + self.duplicates[i],
             "unique": len(self.seen[i]),
             "duplicates": self.duplicates[i],
-            "p50": pct(0.50),
-            "p99": pct(0.99),
+            "p50": percentile(values, 0.50),
+            "p99": percentile(values, 0.99),
             "max": values[-1] if values else float("nan"),
             "last_receipt": self.last_receipt[i],
         }
 
 
+def percentile(ordered: list[float], q: float) -> float:
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else float("nan")
+
+
 def load_main(port: int, sockets: int, expected: list[int]) -> None:
+    raise_fd_limit()
     uvloop.run(_load(port, sockets, expected))
 
 
 async def _load(port: int, sockets: int, expected: list[int]) -> None:
     secret = Env().optional("JWT_SECRET") or ""
     recorder = Recorder(expected)
-    decoder = msgspec.json.Decoder(_Message)
     slots = asyncio.Semaphore(50)
-    ready = asyncio.Barrier(sockets + 1)
 
     async def hold(n: int) -> None:
         user = _user(n)
-        url = f"ws://127.0.0.1:{port}/ws/{user}?token={mint_token(secret, user, 3600)}"
+        path = f"/ws/{user}?token={mint_token(secret, user, 3600)}"
         async with slots:
-            conn = await connect(url, open_timeout=60, max_queue=None)
-        await ready.wait()
-        async for message in conn:
-            data = decoder.decode(message).content
-            if data is not None:
-                recorder.record(data, time.time())
+            await open_socket(port, path, recorder.on_text)
 
-    tasks = [asyncio.create_task(hold(n)) for n in range(sockets)]
-    await ready.wait()
+    await asyncio.gather(*(hold(n) for n in range(sockets)))
     print("ready", flush=True)
     await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
     print(json.dumps(recorder.summary()), flush=True)
-    for task in tasks:
-        task.cancel()
 
 
 if __name__ == "__main__":

@@ -135,7 +135,7 @@ async def sender_only(provider: str, env: dict[str, str], count: int, concurrenc
     channel = CHANNELS[provider]
     sender: PushSender = senders[channel]
     inner: PushSender = getattr(sender, "_inner", sender)  # without the Redis markers
-    payload = NotificationPayload("u1", "ai_generation_done", {"title": "Ready", "job": "j"})
+    payload = NotificationPayload("u1", "ai_generation_done", data={"title": "Ready", "job": "j"})
     content = push_content(payload)
     # Made before timing: the loop below measures the sender, not the harness.
     requests = [
