@@ -340,12 +340,16 @@ class StreamConsumer:
             await self._apply_compat(settlement)
         else:
             await self._apply_partition(settlement)
-        acked = len(settlement.acks) + len(settlement.dead_letters)
-        metrics.ACKED.inc(acked)
-        for _, reason, _ in settlement.dead_letters:
-            metrics.DEAD_LETTERED.labels(reason).inc()
+        self.count_settled(settlement)
 
     async def _apply_partition(self, settlement: Settlement) -> None:
+        try:
+            await _SETTLE.run(self._redis, *self.settle_call(settlement))
+        except ResponseError as exc:
+            raise self.failure(exc) from exc
+
+    def settle_call(self, settlement: Settlement) -> tuple[list[str], list[str | int | bytes]]:
+        """A partition's ``settle.lua`` call carrying out ``settlement``."""
         u = self.unit
         args: list[str | int | bytes] = [
             self._token,
@@ -368,13 +372,19 @@ class StreamConsumer:
             args.append(len(record))
             for key, text in record.items():
                 args += [key, text]
-        try:
-            await _SETTLE.run(self._redis, [u.lease, u.stream, u.dlq, u.feedback], args)
-        except ResponseError as exc:
-            if is_lease_error(exc):
-                self.lost = True
-                raise LeaseLost(u.name) from exc
-            raise
+        return [u.lease, u.stream, u.dlq, u.feedback], args
+
+    def failure(self, exc: Exception) -> Exception:
+        """What a failed settle call means: LeaseLost when the unit moved on, else ``exc``."""
+        if is_lease_error(exc):
+            self.lost = True
+            return LeaseLost(self.unit.name)
+        return exc
+
+    def count_settled(self, settlement: Settlement) -> None:
+        metrics.ACKED.inc(len(settlement.acks) + len(settlement.dead_letters))
+        for _, reason, _ in settlement.dead_letters:
+            metrics.DEAD_LETTERED.labels(reason).inc()
 
     async def _apply_compat(self, settlement: Settlement) -> None:
         """The compatibility stream lies in another cluster slot than its DLQ: dead letters
@@ -400,6 +410,38 @@ class StreamConsumer:
         )
         if not pending:
             await self._redis.xgroup_delconsumer(self.stream, self._group, self.name)
+
+
+Failure = tuple["StreamConsumer", Settlement, BaseException]
+
+
+async def apply_all(
+    redis: aioredis.Redis, work: Sequence[tuple[StreamConsumer, Settlement]]
+) -> list[Failure]:
+    """Several units' settlements: the partitions' in one pipelined round trip (each call
+    atomic on its own), the compatibility stream's after them. Returns those that failed,
+    each with its error (LeaseLost when the unit moved on); raises when the round trip as a
+    whole failed (nothing or anything may have been carried out: every call is safe to
+    repeat)."""
+    todo = [(c, s) for c, s in work if s]
+    parts = [(c, s) for c, s in todo if c.unit.index != COMPAT]
+    failed: list[Failure] = []
+    if parts:
+        replies = await _SETTLE.run_many(redis, [c.settle_call(s) for c, s in parts])
+        for (consumer, settlement), reply in zip(parts, replies, strict=True):
+            if isinstance(reply, Exception):
+                failed.append((consumer, settlement, consumer.failure(reply)))
+            else:
+                consumer.count_settled(settlement)
+    for consumer, settlement in todo:
+        if consumer.unit.index == COMPAT:
+            try:
+                await consumer.apply(settlement)
+            except LeaseLost as exc:
+                failed.append((consumer, settlement, exc))
+            except REDIS_ERRORS as exc:
+                failed.append((consumer, settlement, exc))
+    return failed
 
 
 async def read_new(

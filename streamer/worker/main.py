@@ -30,7 +30,14 @@ from streamer.infra.redis import REDIS_ERRORS, connect, is_cluster
 from streamer.infra.stream_stats import sample
 from streamer.push.base import PushSender
 from streamer.worker.assignment import Unit, assign, units
-from streamer.worker.consumer import LeaseLost, RawEntry, Settlement, StreamConsumer, read_new
+from streamer.worker.consumer import (
+    LeaseLost,
+    RawEntry,
+    Settlement,
+    StreamConsumer,
+    apply_all,
+    read_new,
+)
 from streamer.worker.delivery import LiveGateways, LogWriter
 from streamer.worker.leases import HANDED_OVER, Leases
 from streamer.worker.processor import BatchProcessor, RetryBatch
@@ -159,27 +166,39 @@ class Worker:
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
         for unit in self._processor.lost:
             self._drop(unit, "lost")
+        work = []
         for unit, settlement in settlements.items():
             consumer = self._consumer_of(unit)
             if consumer is not None:
                 consumer.defer(settlement.deferred)
-                await self._settle(consumer, settlement)
+                work.append((consumer, settlement))
+        await self._settle(work)
 
-    async def _settle(self, consumer: StreamConsumer, settlement: Settlement) -> None:
-        """Apply a unit's decisions, again after a failure (it is atomic), until done."""
+    async def _settle(self, work: list[tuple[StreamConsumer, Settlement]]) -> None:
+        """Apply the units' decisions (each atomic, so safe to repeat), again after a
+        failure, until done: all units in one round trip, then only those that failed."""
         backoff = _BACKOFF_FIRST_S
-        while True:
+        while work:
             try:
-                await consumer.apply(settlement)
-                return
-            except LeaseLost:
-                self._drop(consumer.unit, "lost")
-                return
+                failed = await apply_all(self._redis, work)
             except REDIS_ERRORS as exc:
+                failed = [(consumer, settlement, exc) for consumer, settlement in work]
+            work = []
+            for consumer, settlement, error in failed:
+                if isinstance(error, LeaseLost):
+                    self._drop(consumer.unit, "lost")
+                elif isinstance(error, REDIS_ERRORS):
+                    work.append((consumer, settlement))
+                else:
+                    raise error
+            if work:
                 metrics.REDIS_ERRORS.inc()
                 self.health.failed("redis")
                 log.warning(
-                    "settling %s failed (%s); retrying in %.1fs", consumer.unit.name, exc, backoff
+                    "settling %s failed (%s); retrying in %.1fs",
+                    ", ".join(c.unit.name for c, _ in work),
+                    failed[0][2],
+                    backoff,
                 )
                 if await self._stopped_within(backoff):
                     return  # left pending: reclaimed later
