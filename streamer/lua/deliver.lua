@@ -8,100 +8,71 @@
 -- ARGV, then per event: target index, source entry id, event type, content JSON, event key,
 --       dedupe key ('' when the event has no producer id)
 --
--- Idempotent without a marker per event: every log entry records the ingress entry it came
--- from ('source'), and one owner appends a partition's entries in id order, so an event is
--- already in its target's log iff its source id is at or below the newest entry's source.
--- (A Lua script is not rolled back when a command fails midway: this rule also covers a
--- retry after a partial append.) A producer id, when given, is checked with its own key.
--- A duplicate's log id is looked up, so a redelivered event still reaches live sockets.
+-- Idempotent without a marker per event: an event's log entry takes the id of the partition
+-- entry it came from. A target's events all come from one partition stream, appended by its
+-- one owner in stream order, so its log ids only grow; XADD refuses an id at or below the
+-- log's newest, which is exactly "already appended". (A Lua script is not rolled back when a
+-- command fails midway: the same rule covers a retry after a partial append.) A producer id,
+-- when given, is checked with its own key. A duplicate still reaches live sockets when its
+-- entry is still in the log: its id and the id before it are looked up (a rare path).
 --
 -- Returns {owners, events}: owners[t] = gateway ids; events = flat triples per event
 -- {log id ('' when unknown), previous log id of its target ('' when none), 1 if duplicate}.
 
-local function cmp_part(a, b)
-  if #a ~= #b then return #a < #b and -1 or 1 end
-  if a == b then return 0 end
-  return a < b and -1 or 1
-end
-
--- Stream ids compared as numbers; decimal strings, so no precision is lost.
-local function cmp_id(a, b)
-  local am, as = string.match(a, '^(%d+)-(%d+)$')
-  local bm, bs = string.match(b, '^(%d+)-(%d+)$')
-  local c = cmp_part(am, bm)
-  if c ~= 0 then return c end
-  return cmp_part(as, bs)
-end
-
-local function field(fields, name)
-  for i = 1, #fields, 2 do
-    if fields[i] == name then return fields[i + 1] end
-  end
-  return nil
-end
-
--- The log id of the entry appended from `source`, and the id before it ('' when unknown).
-local function find_source(log, source)
-  local upper = '+'
-  while true do
-    local page = redis.call('XREVRANGE', log, upper, '-', 'COUNT', 50)
-    for i, entry in ipairs(page) do
-      local from = field(entry[2], 'source')
-      if from == source then
-        local before = page[i + 1]
-        if before then return entry[1], before[1] end
-        local older = redis.call('XREVRANGE', log, '(' .. entry[1], '-', 'COUNT', 1)
-        return entry[1], older[1] and older[1][1] or ''
-      end
-      if from and cmp_id(from, source) < 0 then return '', '' end
-    end
-    if #page < 50 then return '', '' end
-    upper = '(' .. page[#page][1]
-  end
-end
-
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return redis.error_reply('LEASE this worker no longer holds the partition')
 end
+
+-- The id of `log`'s entry `source` and of the entry before it; '' when it is gone.
+local function find(log, source)
+  if not redis.call('XRANGE', log, source, source)[1] then return '', '' end
+  local older = redis.call('XREVRANGE', log, '(' .. source, '-', 'COUNT', 1)[1]
+  return source, older and older[1] or ''
+end
+
 local dedupe_ttl = ARGV[2]
 local targets = tonumber(ARGV[3])
-local tail, newest_source, maxlen, ttl = {}, {}, {}, {}
+local tail, maxlen = {}, {}
 local a = 4
 for t = 1, targets do
-  maxlen[t], ttl[t] = ARGV[a], ARGV[a + 1]
+  maxlen[t] = ARGV[a]
   a = a + 2
   local last = redis.call('XREVRANGE', KEYS[2 * t], '+', '-', 'COUNT', 1)[1]
   tail[t] = last and last[1] or ''
-  newest_source[t] = last and field(last[2], 'source') or nil
 end
 
-local events = {}
+local events, n = {}, 0
 while a <= #ARGV do
-  local t, source = tonumber(ARGV[a]), ARGV[a + 1]
-  local event_type, content, event_key, dedupe = ARGV[a + 2], ARGV[a + 3], ARGV[a + 4], ARGV[a + 5]
-  a = a + 6
+  local t, source, dedupe = tonumber(ARGV[a]), ARGV[a + 1], ARGV[a + 5]
   local log = KEYS[2 * t]
-  local log_id, prev, duplicate = '', '', 0
+  local log_id, prev, duplicate = source, tail[t], 0
   local seen = dedupe ~= '' and redis.call('GET', dedupe)
-  if newest_source[t] and cmp_id(source, newest_source[t]) <= 0 then
-    duplicate = 1
-    log_id, prev = find_source(log, source)
-  elseif seen then
-    duplicate, log_id = 1, seen  -- the producer sent this event before, under its own id
+  if seen then
+    log_id, prev, duplicate = seen, '', 1  -- the producer sent this event before
   else
-    log_id = redis.call('XADD', log, 'MAXLEN', '~', maxlen[t], '*',
-      'type', event_type, 'content', content, 'event', event_key, 'source', source)
-    prev, tail[t], newest_source[t] = tail[t], log_id, source
-    if dedupe ~= '' then redis.call('SET', dedupe, log_id, 'EX', dedupe_ttl) end
+    local added = redis.pcall('XADD', log, 'MAXLEN', '~', maxlen[t], source,
+      'type', ARGV[a + 2], 'content', ARGV[a + 3], 'event', ARGV[a + 4])
+    if type(added) == 'table' and added.err then
+      if not string.find(added.err, 'equal or smaller', 1, true) then
+        return redis.error_reply(added.err)  -- OOM and the like: the batch is retried
+      end
+      duplicate = 1
+      log_id, prev = find(log, source)
+    else
+      tail[t] = source
+      if dedupe ~= '' then redis.call('SET', dedupe, source, 'EX', dedupe_ttl) end
+    end
   end
-  events[#events + 1] = log_id
-  events[#events + 1] = prev
-  events[#events + 1] = duplicate
+  a = a + 6
+  events[n + 1], events[n + 2], events[n + 3] = log_id, prev, duplicate
+  n = n + 3
 end
 
 local owners = {}
+a = 5
 for t = 1, targets do
-  redis.call('EXPIRE', KEYS[2 * t], ttl[t])
+  redis.call('EXPIRE', KEYS[2 * t], ARGV[a])
+  a = a + 2
   owners[t] = redis.call('HKEYS', KEYS[2 * t + 1])
 end
 return {owners, events}
