@@ -14,7 +14,8 @@ Foreign exceptions, each handled in one kind of place:
   bridges map it to RetryableError once, in ``bridges.idempotent``, because their retry
   loop also spans the broker's library.
 - Provider answers (APNs, FCM) are not exceptions: senders turn them into outcomes
-  (``streamer.push.verdict``, each provider's ``outcome.py``), which the pure policy turns into ack, retry or dead letter.
+  (``streamer.push.verdict``, each provider's ``outcome.py``), which the pure policy turns
+  into ack, retry or dead letter.
 - Bad input is not an exception either: decoding returns a Poison verdict with a reason,
   and the entry is dead-lettered with it.
 """
