@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import msgspec
 
 from streamer.contract.event import MAX_USER_IDS, NotificationPayload, payload_decoder
@@ -17,8 +15,7 @@ SCHEMA = "schema"
 TOO_MANY_USERS = "too_many_users"
 
 
-@dataclass(frozen=True, slots=True)
-class Event:
+class Event(msgspec.Struct, frozen=True):
     """A decoded ingress entry.
 
     ``event_key`` is what deduplication keys on: the producer's ``id`` when given, else the
@@ -33,8 +30,7 @@ class Event:
     routed: bool = False  # forwarded from another stream: its other targets are not ours
 
 
-@dataclass(frozen=True, slots=True)
-class Poison:
+class Poison(msgspec.Struct, frozen=True):
     entry_id: str
     reason: str
     error: str

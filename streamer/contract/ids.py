@@ -32,6 +32,17 @@ def parse_id(text: str | bytes, *, seq_default: int | None = None) -> StreamId |
     is accepted too and gets that sequence number (operators type ids that way)."""
     if isinstance(text, bytes):
         text = text.decode("ascii", "replace")
+    ms_text, dash, seq_text = text.partition("-")
+    # The common case first, without the regex (the gateway parses two ids per delivery).
+    if (
+        dash
+        and 0 < len(ms_text) <= 20
+        and 0 < len(seq_text) <= 20
+        and ms_text.isdecimal()
+        and seq_text.isdecimal()
+    ):
+        ms, seq = int(ms_text), int(seq_text)
+        return StreamId(ms, seq) if ms <= MAX_PART and seq <= MAX_PART else None
     match = _ID.match(text)
     if match is None or (match[2] is None and seq_default is None):
         return None

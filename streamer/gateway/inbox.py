@@ -11,8 +11,8 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 
+import msgspec
 import redis.asyncio as aioredis
 
 from streamer.contract.ids import StreamId, format_id, parse_id, successor
@@ -23,8 +23,7 @@ from streamer.infra.redis import REDIS_ERRORS
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class InboxEntry:
+class InboxEntry(msgspec.Struct, frozen=True):
     """One delivery for the sockets of a user, of a topic's subscribers, or of everyone."""
 
     kind: str  # streamer.contract.inbox.USER, TOPIC or BROADCAST

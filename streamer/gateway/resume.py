@@ -13,11 +13,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+import msgspec
+
 from streamer.contract.ids import StreamId
 
 
-@dataclass(frozen=True, slots=True)
-class Frame:
+class Frame(msgspec.Struct, frozen=True):
     """One event frame for a socket: its user-log id and the encoded bytes.
 
     ``prev`` is the log entry that preceded this one when it was appended (live deliveries

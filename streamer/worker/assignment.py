@@ -11,7 +11,8 @@ for a moment: a unit changes hands only once its old owner released it or its le
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+
+import msgspec
 
 from streamer.contract.keys import Keys
 from streamer.contract.partitions import sibling_key
@@ -19,9 +20,9 @@ from streamer.contract.partitions import sibling_key
 COMPAT = -1  # the index of the compatibility stream's unit
 
 
-@dataclass(frozen=True, slots=True)
-class Unit:
-    """One stream with its consumer group, and where its decisions go."""
+class Unit(msgspec.Struct, frozen=True):
+    """One stream with its consumer group, and where its decisions go. (A msgspec Struct:
+    units key the worker's per-batch dictionaries, and its hash is computed in C.)"""
 
     index: int  # partition index, or COMPAT
     stream: str

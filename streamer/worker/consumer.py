@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 
+import msgspec
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 from redis.typing import StreamIdT
@@ -39,10 +40,10 @@ class LeaseLost(Exception):
     """This worker no longer holds the unit: another worker took over its entries."""
 
 
-@dataclass(frozen=True, slots=True)
-class RawEntry:
+class RawEntry(msgspec.Struct, frozen=True):
     """An entry as read from a unit's stream. ``fields`` is None when the entry was trimmed
-    from the stream while pending."""
+    from the stream while pending. (Structs are made per entry: a msgspec Struct is built
+    several times faster than a dataclass.)"""
 
     unit: Unit
     entry_id: str

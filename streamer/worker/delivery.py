@@ -12,6 +12,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+import msgspec
 import redis.asyncio as aioredis
 
 from streamer.contract.inbox import BATCH_FIELD, Delivery, encode_batch
@@ -28,16 +29,14 @@ _DELIVER = LuaScript.load("streamer.lua", "deliver.lua")
 _ROUTE = LuaScript.load("streamer.lua", "route.lua")
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(msgspec.Struct, frozen=True):
     """A replay log: a user's or a topic's."""
 
     kind: str  # streamer.contract.inbox.USER or TOPIC
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class Append:
+class Append(msgspec.Struct, frozen=True):
     """One event for one target."""
 
     target: Target
@@ -48,8 +47,7 @@ class Append:
     dedupe: bool  # the event carries a producer id: check it too
 
 
-@dataclass(frozen=True, slots=True)
-class Appended:
+class Appended(msgspec.Struct, frozen=True):
     log_id: str  # '' when a duplicate's entry is no longer in the log
     prev_id: str
     duplicate: bool

@@ -66,6 +66,7 @@ class Worker:
         self._keys = keys = Keys.from_settings(settings.redis)
         self.name = settings.consumer.worker_id
         self._units = units(keys)
+        self._position = {unit: n for n, unit in enumerate(self._units)}
         self._leases = Leases(redis, self.name, settings.ownership.lease_ttl_ms)
         self._writer = LogWriter(redis, keys, settings.delivery, self._leases.token)
         self._processor = BatchProcessor(
@@ -121,7 +122,7 @@ class Worker:
 
     async def _next_batch(self, consumers: list[StreamConsumer], count: int) -> list[RawEntry]:
         for consumer in consumers:
-            position = self._units.index(consumer.unit)
+            position = self._position[consumer.unit]
             if position in self._taking_over:
                 entries, complete = await consumer.take_over(count)
                 if complete:
@@ -205,7 +206,7 @@ class Worker:
                 backoff = min(backoff * 2, _BACKOFF_MAX_S)
 
     def _consumer_of(self, unit: Unit) -> StreamConsumer | None:
-        return self._held.get(self._units.index(unit))
+        return self._held.get(self._position[unit])
 
     # --- the loop -----------------------------------------------------------------------
 
@@ -215,6 +216,9 @@ class Worker:
         is a bug: it is logged and re-raised, so the process exits non-zero."""
         manager = asyncio.create_task(self._manage_forever(), name="ownership")
         manager.add_done_callback(self._manager_ended)
+        # Stream statistics in a task of their own: a dozen round trips per stream, each
+        # waiting its turn behind the batches, must never delay a lease renewal.
+        sampler = asyncio.create_task(self._sample_forever(), name="stream-stats")
         try:
             if self._cluster:
                 await self._run_per_unit()
@@ -223,6 +227,9 @@ class Worker:
         finally:
             self.stop()
             await manager
+            sampler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await sampler
             with contextlib.suppress(*REDIS_ERRORS):
                 await self._leave()
             log.info("worker %s stopped", self.name)
@@ -282,19 +289,23 @@ class Worker:
             self.stop()
 
     async def _manage_forever(self) -> None:
-        last_stats = 0.0
         period_s = self._settings.ownership.heartbeat_ms / 1000
         while not self._stopping.is_set():
             try:
                 await self.manage()
                 self.health.ok("redis")
-                if time.monotonic() - last_stats >= self._settings.stats_interval_s:
-                    last_stats = time.monotonic()
-                    await self._sample()
             except REDIS_ERRORS as exc:
                 self.health.failed("redis")
                 log.warning("heartbeat or lease renewal failed: %s", exc)
             await self._stopped_within(period_s)
+
+    async def _sample_forever(self) -> None:
+        while not self._stopping.is_set():
+            try:
+                await self._sample()
+            except REDIS_ERRORS as exc:
+                log.debug("sampling the streams failed: %s", exc)
+            await self._stopped_within(self._settings.stats_interval_s)
 
     async def manage(self) -> None:
         """Heartbeat, renew, then converge the held units on this worker's share. Units given
@@ -379,7 +390,7 @@ class Worker:
             self._leaving.pop(position, None)
 
     def _drop(self, unit: Unit, change: str) -> None:
-        position = self._units.index(unit)
+        position = self._position[unit]
         consumer = self._held.pop(position, None)
         self._taking_over.discard(position)
         if consumer is not None:

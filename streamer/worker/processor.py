@@ -22,8 +22,9 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from functools import partial
+
+import msgspec
 
 from streamer.contract.decode import Event, Poison, decode_entry
 from streamer.contract.event import Channel, encode_content, push_content
@@ -70,12 +71,16 @@ PushJob = tuple[PushSender, PushRequest]
 Fields = Mapping[bytes | str, bytes | str]
 
 
+# Children resolved once: a labels() lookup per event costs as much as the count itself.
+_WEBSOCKET_DELIVERED = metrics.DELIVERIES.labels("websocket", Outcome.DELIVERED.value)
+_WEBSOCKET_LATENCY = metrics.DELIVERY_LATENCY.labels("websocket")
+
+
 class RetryBatch(RetryableError):
     """Forwarding or websocket delivery failed in a way that may pass: retry the batch."""
 
 
-@dataclass(eq=False, slots=True)
-class _Work:
+class _Work(msgspec.Struct, eq=False):
     """One entry to deliver (compared by identity: entries of two partitions may share an id)."""
 
     entry: RawEntry
@@ -125,23 +130,29 @@ class BatchProcessor:
         self.lost = set()
         settlements: dict[Unit, Settlement] = defaultdict(Settlement)
         work: list[_Work] = []
+        partitions = self._keys.partition_count
         for entry in batch:
             event = self._screen(entry, settlements[entry.unit])
             if event is not None:
-                here = entry.unit.index
-                routing = plan(event.payload, here, self._keys.partition_count, event.routed)
+                routing = plan(event.payload, entry.unit.index, partitions, event.routed)
                 work.append(_Work(entry, event, routing))
         await self._forward(work)
         limited = await self._deliver_websocket(work)
+        delivered = 0
         for item in work:
             if item.entry.unit in self.lost:
                 continue
             target = settlements[item.entry.unit]
-            if item in limited:
+            if limited and item in limited:
                 error = f"over BROADCASTS_PER_S ({self._delivery.broadcasts_per_s}/s)"
                 target.dead_letters.append((item.entry, BROADCAST_RATE_LIMITED, error))
-                continue
-            await self._finish(item, target)
+            elif item.plan.pushes:
+                await self._finish(item, target)
+            else:  # websocket only (or nothing here): delivered, so acked
+                target.acks.append(item.entry.entry_id)
+                delivered += item.plan.websocket
+        if delivered:
+            _WEBSOCKET_DELIVERED.inc(delivered)
         return {unit: s for unit, s in settlements.items() if unit not in self.lost}
 
     def _screen(self, entry: RawEntry, settlement: Settlement) -> Event | None:
@@ -170,6 +181,8 @@ class BatchProcessor:
         """Each entry to each other partition it has targets in, at most once, in order."""
         groups: dict[tuple[Unit, int], list[tuple[str, Fields]]] = defaultdict(list)
         for item in work:
+            if not item.plan.forward:
+                continue
             fields = item.entry.fields
             assert fields is not None
             origin = f"{item.entry.unit.stream}/{item.entry.entry_id}".encode()
@@ -304,7 +317,7 @@ class BatchProcessor:
                 for gid in await self._gateways.all():
                     deliveries[gid].append(Delivery(BROADCAST, "", "", "", ts, frame))
             if routing.websocket:
-                metrics.DELIVERY_LATENCY.labels("websocket").observe(max(0.0, now - ts / 1000))
+                _WEBSOCKET_LATENCY.observe(max(0.0, now - ts / 1000))
         return deliveries, limited
 
     async def _live_owners(

@@ -13,7 +13,7 @@ is split accordingly:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import msgspec
 
 from streamer.contract.event import NotificationPayload
 from streamer.contract.partitions import topic_partition, user_partition
@@ -22,12 +22,11 @@ from streamer.worker.assignment import COMPAT
 BROADCAST_PARTITION = 0
 
 
-@dataclass(frozen=True, slots=True)
-class Plan:
+class Plan(msgspec.Struct, frozen=True):
     users: tuple[str, ...] = ()  # users whose logs this unit appends to
     topic: str | None = None  # the topic whose log this unit appends to
     broadcast: bool = False  # deliver to every live gateway, here
-    pushes: bool = False  # this unit sends the event's pushes
+    pushes: bool = False  # this unit sends the event's pushes (it has push channels)
     forward: tuple[int, ...] = ()  # partitions the entry is forwarded to, in order
 
     @property
@@ -37,6 +36,15 @@ class Plan:
 
 def plan(payload: NotificationPayload, here: int, partitions: int, routed: bool) -> Plan:
     """What unit ``here`` (a partition index, or COMPAT) does with an event."""
+    if payload.user_id is not None and here != COMPAT:
+        home = user_partition(payload.user_id, partitions)
+        if home == here:  # the usual case, first: one user, in the partition read
+            channels = payload.target_channels
+            websocket = "websocket" in channels
+            return Plan(
+                users=(payload.user_id,) if websocket else (),
+                pushes=len(channels) > channels.count("websocket"),
+            )
     users = payload.users()
     homes = [user_partition(u, partitions) for u in users]
     topic_home = None if payload.topic is None else topic_partition(payload.topic, partitions)
@@ -56,6 +64,8 @@ def plan(payload: NotificationPayload, here: int, partitions: int, routed: bool)
         users=local if "websocket" in payload.target_channels else (),
         topic=payload.topic if topic_home == here else None,
         broadcast=payload.broadcast,
-        pushes=payload.user_id is not None and bool(local),
+        pushes=payload.user_id is not None
+        and bool(local)
+        and any(c != "websocket" for c in payload.target_channels),
         forward=forward,
     )

@@ -70,7 +70,7 @@ class WorkerSettings:
             log=LogSettings.from_env(env),
             consumer=ConsumerSettings(
                 worker_id=env.text("WORKER_ID", default_process_id()),
-                read_count=env.int("READ_COUNT", 200, minimum=1, maximum=10000),
+                read_count=env.int("READ_COUNT", 2000, minimum=1, maximum=10000),
                 block_ms=env.int("BLOCK_MS", 2000, minimum=1, maximum=60000),
                 claim_idle_ms=env.int("CLAIM_IDLE_MS", 30000, minimum=10),
                 max_deliveries=env.int("MAX_DELIVERIES", 5, minimum=1),

@@ -32,6 +32,15 @@ def test_a_single_user_event_is_handled_in_its_partition_only() -> None:
     assert plan(payload, other, P, routed=False) == Plan(forward=(home,))
 
 
+def test_websocket_only_events_have_no_pushes() -> None:
+    """No push channel: nothing to push (the worker acks it once the log append is done)."""
+    home = user_partition("u1", P)
+    payload = event(user_id="u1")
+    assert plan(payload, home, P, routed=False) == Plan(users=("u1",))
+    twice = event(user_id="u1", target_channels=["websocket", "websocket"])
+    assert plan(twice, home, P, routed=False) == Plan(users=("u1",))
+
+
 def test_push_only_events_append_nothing() -> None:
     """An event for push channels only is pushed, not appended to the log."""
     home = user_partition("u1", P)
