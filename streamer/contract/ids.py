@@ -41,8 +41,8 @@ def parse_id(text: str | bytes, *, seq_default: int | None = None) -> StreamId |
         and ms_text.isdecimal()
         and seq_text.isdecimal()
     ):
-        ms, seq = int(ms_text), int(seq_text)
-        return StreamId(ms, seq) if ms <= MAX_PART and seq <= MAX_PART else None
+        fast = StreamId(int(ms_text), int(seq_text))
+        return fast if fast.ms <= MAX_PART and fast.seq <= MAX_PART else None
     match = _ID.match(text)
     if match is None or (match[2] is None and seq_default is None):
         return None

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
@@ -68,6 +69,7 @@ class InboxReader:
         self._read_count = read_count
         self._block_ms = block_ms
         self._cursor = "0-0"
+        self._handed_over = False  # entries up to the cursor are not trimmed yet
         self._stopping = asyncio.Event()
 
     async def start_at_end(self) -> None:
@@ -93,10 +95,14 @@ class InboxReader:
                 backoff = min(backoff * 2, 5.0)
 
     async def step(self) -> int:
-        """Read one batch, hand it over, trim it. Returns the number of entries read."""
-        reply = await self._redis.xread(
-            {self._key: self._cursor}, count=self._read_count, block=self._block_ms
-        )
+        """Trim what the previous step handed over, read one batch and hand it over, in one
+        round trip. Returns the number of entries read."""
+        pipe = self._redis.pipeline(transaction=False)
+        if self._handed_over:
+            self._queue_trim(pipe)
+        pipe.xread({self._key: self._cursor}, count=self._read_count, block=self._block_ms)
+        reply = (await pipe.execute())[-1]
+        self._handed_over = False
         if not reply:
             return 0
         raw = reply[0][1]
@@ -110,11 +116,16 @@ class InboxReader:
         metrics.INBOX_ENTRIES.inc(len(entries))
         self._deliver(entries)
         self._cursor = raw[-1][0].decode()
-        await self._trim()
+        self._handed_over = True  # trimmed in front of the next read
         return len(raw)
 
     async def _trim(self) -> None:
+        pipe = self._redis.pipeline(transaction=False)
+        self._queue_trim(pipe)
+        await pipe.execute()
+
+    def _queue_trim(self, pipe: Any) -> None:
         # Everything up to the cursor has been handed to sockets; nobody reads it again.
         cursor = parse_id(self._cursor)
         if cursor is not None:
-            await self._redis.xtrim(self._key, minid=format_id(successor(cursor)))
+            pipe.xtrim(self._key, minid=format_id(successor(cursor)))

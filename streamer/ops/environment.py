@@ -36,7 +36,12 @@ GROUPS: dict[str, tuple[Variable, ...]] = {
     ),
     "Worker": (
         V("WORKER_ID", "", "stable, unique consumer name", "default <host>-<pid>"),
-        V("READ_COUNT", "2000", "entries per batch: one XREADGROUP over the held streams (shared among them), or one XAUTOCLAIM"),
+        V(
+            "READ_COUNT",
+            "2000",
+            "entries per batch: one XREADGROUP over the held streams (shared among them), "
+            "or one XAUTOCLAIM",
+        ),
         V("BLOCK_MS", "2000", "XREADGROUP block time (bounds shutdown latency)"),
         V("CLAIM_IDLE_MS", "30000", "pending entries idle this long are reclaimed"),
         V("MAX_DELIVERIES", "5", "deliveries before an entry is dead-lettered"),
