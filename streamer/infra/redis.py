@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from typing import Any, cast
 
@@ -134,6 +134,10 @@ def connect_sync(url: str, *, client_name: str, block_ms: int = 0) -> redis.Redi
     )
 
 
+def _nothing_first(pipe: Any) -> None:
+    pass
+
+
 class LuaScript:
     """A Lua script run with EVALSHA, loaded into Redis when Redis says it lacks it (first
     use, a restart, a failover). Scripts live in ``.lua`` files beside the code using them.
@@ -164,14 +168,29 @@ class LuaScript:
         """Many calls in one pipelined round trip, in order. A call that failed yields its
         exception in place of a reply. Calls Redis refused with NOSCRIPT never ran: only
         they are sent again, after loading the script, so no call runs twice."""
-        replies = await self._pipelined(client, calls)
+        _, replies = await self.run_many_after(client, _nothing_first, calls)
+        return replies
+
+    async def run_many_after(
+        self, client: aioredis.Redis, first: Callable[[Any], object], calls: Calls
+    ) -> tuple[list[Any], list[Any]]:
+        """``run_many`` with other commands in front, in the same round trip: ``first``
+        queues them on the pipeline. Returns their replies (exceptions for the failed ones,
+        never sent again), then the calls' replies."""
+        pipe = client.pipeline(transaction=False)
+        first(pipe)
+        head = len(pipe)
+        for keys, args in calls:
+            self.queue(pipe, keys, args)
+        everything = list(await pipe.execute(raise_on_error=False))
+        before, replies = everything[:head], everything[head:]
         missing = [i for i, reply in enumerate(replies) if isinstance(reply, NoScriptError)]
         if missing:
             await client.script_load(self.source)
             again = await self._pipelined(client, [calls[i] for i in missing])
             for i, reply in zip(missing, again, strict=True):
                 replies[i] = reply
-        return replies
+        return before, replies
 
     async def _pipelined(self, client: aioredis.Redis, calls: Calls) -> list[Any]:
         pipe = client.pipeline(transaction=False)

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import partial
+from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
@@ -416,19 +417,27 @@ class StreamConsumer:
 Failure = tuple["StreamConsumer", Settlement, BaseException]
 
 
+def _nothing_first(pipe: object) -> None:
+    pass
+
+
 async def apply_all(
-    redis: aioredis.Redis, work: Sequence[tuple[StreamConsumer, Settlement]]
-) -> list[Failure]:
+    redis: aioredis.Redis,
+    work: Sequence[tuple[StreamConsumer, Settlement]],
+    first: Callable[[Any], object] = _nothing_first,
+) -> tuple[list[Any], list[Failure]]:
     """Several units' settlements: the partitions' in one pipelined round trip (each call
-    atomic on its own), the compatibility stream's after them. Returns those that failed,
-    each with its error (LeaseLost when the unit moved on); raises when the round trip as a
-    whole failed (nothing or anything may have been carried out: every call is safe to
-    repeat)."""
+    atomic on its own), behind the commands ``first`` queues (whose replies come back
+    first); the compatibility stream's after them. Returns those replies and the
+    settlements that failed, each with its error (LeaseLost when the unit moved on); raises
+    when the round trip as a whole failed (nothing or anything may have been carried out:
+    every call is safe to repeat)."""
     todo = [(c, s) for c, s in work if s]
     parts = [(c, s) for c, s in todo if c.unit.index != COMPAT]
+    calls = [c.settle_call(s) for c, s in parts]
+    before, replies = await _SETTLE.run_many_after(redis, first, calls)
     failed: list[Failure] = []
     if parts:
-        replies = await _SETTLE.run_many(redis, [c.settle_call(s) for c, s in parts])
         for (consumer, settlement), reply in zip(parts, replies, strict=True):
             if isinstance(reply, Exception):
                 failed.append((consumer, settlement, consumer.failure(reply)))
@@ -442,7 +451,7 @@ async def apply_all(
                 failed.append((consumer, settlement, exc))
             except REDIS_ERRORS as exc:
                 failed.append((consumer, settlement, exc))
-    return failed
+    return before, failed
 
 
 async def read_new(

@@ -2,8 +2,8 @@
 
 ``append`` runs ``deliver.lua`` once per partition per batch: every event of the batch for
 that partition's users and topics, in order, in one atomic call that also returns each
-target's owning gateways. ``deliver_to_inboxes`` then writes one entry per gateway with all
-of the batch's frames for it (``streamer.contract.inbox``).
+target's owning gateways. ``queue_inboxes`` then queues one entry per gateway with all of
+the batch's frames for it (``streamer.contract.inbox``), in front of the batch's settlement.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import msgspec
 import redis.asyncio as aioredis
@@ -122,11 +123,9 @@ class LogWriter:
             args += [position[a.target], a.source_id, a.event_type, a.content, a.event_key, dedupe]
         return keys, args
 
-    async def deliver_to_inboxes(self, deliveries: dict[str, list[Delivery]]) -> None:
-        """One entry per gateway, with every delivery of the batch for it, in order."""
-        if not deliveries:
-            return
-        pipe = self._redis.pipeline(transaction=False)
+    def queue_inboxes(self, pipe: Any, deliveries: Mapping[str, list[Delivery]]) -> list[str]:
+        """Queue one entry per gateway, with every delivery of the batch for it, in order;
+        two commands per gateway (XADD, EXPIRE), in the order of the returned ids."""
         for gid, items in deliveries.items():
             inbox = self._keys.inbox(gid)
             pipe.xadd(
@@ -137,7 +136,7 @@ class LogWriter:
             )
             # A gateway that withdrew a moment ago must not leave an immortal inbox behind.
             pipe.expire(inbox, INBOX_TTL_S)
-        await pipe.execute()
+        return list(deliveries)
 
     async def remove_owners(self, stale: Sequence[tuple[Target, str]]) -> None:
         """Drop (target, gateway id) ownership entries of gateways that are dead."""

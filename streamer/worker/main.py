@@ -18,11 +18,13 @@ import logging
 import signal
 import time
 from collections.abc import Mapping
+from functools import partial
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
 from streamer.contract.event import Channel
+from streamer.contract.inbox import Delivery
 from streamer.contract.keys import Keys
 from streamer.infra import metrics, registry
 from streamer.infra.http import HealthTracker, serve_metrics
@@ -171,17 +173,28 @@ class Worker:
         for unit, settlement in settlements.items():
             consumer = self._consumer_of(unit)
             if consumer is not None:
-                consumer.defer(settlement.deferred)
                 work.append((consumer, settlement))
-        await self._settle(work)
+        await self._settle(work, self._processor.inboxes)
+        # Pushes decided from now on are settled as they land: after the batch's frames and
+        # acks, never in front of them.
+        for consumer, settlement in work:
+            consumer.defer(settlement.deferred)
 
-    async def _settle(self, work: list[tuple[StreamConsumer, Settlement]]) -> None:
-        """Apply the units' decisions (each atomic, so safe to repeat), again after a
-        failure, until done: all units in one round trip, then only those that failed."""
+    async def _settle(
+        self, work: list[tuple[StreamConsumer, Settlement]], inboxes: dict[str, list[Delivery]]
+    ) -> None:
+        """Write the batch's frames to the gateways' inboxes and apply the units' decisions,
+        in one round trip; again after a failure, until done (each settlement is atomic, so
+        safe to repeat), only what failed. The frames go in front of the acks: Redis runs a
+        pipeline in order, so an entry is never acked before its frames were written, unless
+        a write failed (memory full): then the frames are written again, from here."""
         backoff = _BACKOFF_FIRST_S
-        while work:
+        while work or inboxes:
             try:
-                failed = await apply_all(self._redis, work)
+                before, failed = await apply_all(
+                    self._redis, work, partial(self._writer.queue_inboxes, deliveries=inboxes)
+                )
+                inboxes = _unwritten(inboxes, before)
             except REDIS_ERRORS as exc:
                 failed = [(consumer, settlement, exc) for consumer, settlement in work]
             work = []
@@ -192,13 +205,13 @@ class Worker:
                     work.append((consumer, settlement))
                 else:
                     raise error
-            if work:
+            if work or inboxes:
                 metrics.REDIS_ERRORS.inc()
                 self.health.failed("redis")
                 log.warning(
                     "settling %s failed (%s); retrying in %.1fs",
-                    ", ".join(c.unit.name for c, _ in work),
-                    failed[0][2],
+                    ", ".join([*(c.unit.name for c, _ in work), *(f"inbox {g}" for g in inboxes)]),
+                    failed[0][2] if failed else "inbox write",
                     backoff,
                 )
                 if await self._stopped_within(backoff):
@@ -436,6 +449,20 @@ class Worker:
         metrics.OLDEST_PENDING_AGE.set((stats.oldest_pending_age_ms or 0) / 1000)
         if stats.lag is not None:
             metrics.STREAM_LAG.set(stats.lag)
+
+
+def _unwritten(
+    inboxes: dict[str, list[Delivery]], replies: list[object]
+) -> dict[str, list[Delivery]]:
+    """The gateways whose inbox entry was refused (replies: XADD, EXPIRE per gateway, in
+    order); the others are counted as written."""
+    unwritten = {}
+    for n, (gid, items) in enumerate(inboxes.items()):
+        if isinstance(replies[2 * n], Exception):
+            unwritten[gid] = items
+        else:
+            metrics.INBOX_APPENDS.inc(len(items))
+    return unwritten
 
 
 async def run_worker(

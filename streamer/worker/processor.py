@@ -114,6 +114,9 @@ class BatchProcessor:
         rate = delivery.broadcasts_per_s
         self._broadcasts = TokenBucket(rate, max(1.0, rate), time.monotonic)
         self.lost: set[Unit] = set()  # units whose lease turned out to be gone, this batch
+        # The batch's frames per gateway: the caller writes them to the inboxes in front of
+        # the batch's settlement, in one round trip (``LogWriter.queue_inboxes``).
+        self.inboxes: dict[str, list[Delivery]] = {}
 
     async def room(self, wanted: int) -> int:
         """How many entries the next read may take (at most ``wanted``): the push slots free
@@ -128,6 +131,7 @@ class BatchProcessor:
         """Settlements per unit. Units found to have lost their lease are left out (their
         entries belong to the new owner) and listed in ``self.lost``."""
         self.lost = set()
+        self.inboxes = {}
         settlements: dict[Unit, Settlement] = defaultdict(Settlement)
         work: list[_Work] = []
         partitions = self._keys.partition_count
@@ -235,12 +239,7 @@ class BatchProcessor:
                 )
         if batches:
             await self._append(list(batches.values()))
-        deliveries, limited = await self._inbox_deliveries(work, batches)
-        try:
-            await self._writer.deliver_to_inboxes(deliveries)
-        except Exception as exc:
-            raise RetryBatch(f"inbox delivery failed: {exc}") from exc
-        metrics.INBOX_APPENDS.inc(sum(len(d) for d in deliveries.values()))
+        self.inboxes, limited = await self._inbox_deliveries(work, batches)
         return limited
 
     async def _append(self, batches: list[PartitionAppend]) -> None:

@@ -60,6 +60,7 @@ async def test_partitions_move_as_workers_join_and_leave_without_disorder(
 
     watcher = asyncio.create_task(watch())
     running = [asyncio.create_task(first.run())]
+    await eventually(lambda: len(first.units_held) == 17, what="the first worker owns all")
     for part in range(4):
         events = [payload(f"u{n % USERS}", n) for n in range(part * 1000, (part + 1) * 1000)]
         await add_events(redis, events, direct=direct)
