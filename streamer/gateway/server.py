@@ -65,6 +65,7 @@ _HTTP_BAD_REQUEST = 400
 _HTTP_TOO_MANY = 429
 _HTTP_UNAVAILABLE = 503
 _SWEEP_S = 1.0  # how often the sweeper looks at every connection
+_SWEEP_SLICE = 500  # connections looked at between two yields to the event loop
 
 
 @dataclass(frozen=True, slots=True)
@@ -245,7 +246,11 @@ class Gateway:
                 await asyncio.wait_for(self._stopping.wait(), _SWEEP_S)
             now, wall = time.monotonic(), time.time()
             self._watchdog()
-            for conn in list(self._connections):
+            for n, conn in enumerate(list(self._connections), 1):
+                if n % _SWEEP_SLICE == 0:
+                    # Thousands of sockets (and their due pings, a write each) in one pass
+                    # would hold the loop for tens of milliseconds: deliveries go between.
+                    await asyncio.sleep(0)
                 if conn.overdue(
                     now,
                     s.handshake_timeout_s,
