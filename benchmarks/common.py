@@ -14,6 +14,7 @@ import tempfile
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -49,17 +50,24 @@ def machine() -> str:
     )
 
 
-def load_events(client: redis.Redis, events: int, users: int) -> None:
-    """XADD ``events`` websocket events round-robin over ``users``, pipelined."""
+def load_events(
+    client: redis.Redis,
+    events: int,
+    users: int,
+    stream_of: Callable[[str], str] = lambda user: STREAM,
+) -> None:
+    """XADD ``events`` websocket events round-robin over ``users``, pipelined, each to
+    ``stream_of(user id)`` (default: the compatibility stream)."""
     pipe = client.pipeline(transaction=False)
     for n in range(events):
+        user = f"u{n % users}"
         body = {
-            "user_id": f"u{n % users}",
+            "user_id": user,
             "event_type": "ai_generation_progress",
             "data": {"n": n, "progress": n % 100, "job": f"job-{n // 100}"},
             "target_channels": ["websocket"],
         }
-        pipe.xadd(STREAM, {"payload": json.dumps(body)})
+        pipe.xadd(stream_of(user), {"payload": json.dumps(body)})
         if len(pipe) >= 5000:
             pipe.execute()
     pipe.execute()
@@ -76,6 +84,34 @@ def write_section(path: Path, heading: str, text: str) -> None:
     end = current.find("\n## ", start + len(heading))
     tail = "" if end < 0 else current[end:]
     path.write_text(current[:start] + text.rstrip("\n") + "\n" + tail)
+
+
+def histogram_buckets(port: int, name: str) -> dict[float, float]:
+    """A Prometheus histogram's cumulative bucket counts (upper bound -> count), scraped
+    from ``/metrics`` on ``port`` (label sets other than ``le`` summed)."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    buckets: dict[float, float] = {}
+    prefix = f"{name}_bucket{{"
+    for line in text.splitlines():
+        if line.startswith(prefix):
+            labels, count = line[len(prefix) :].rsplit("} ", 1)
+            le = next(
+                p.split("=", 1)[1].strip('"') for p in labels.split(",") if p.startswith("le=")
+            )
+            bound = float("inf") if le == "+Inf" else float(le)
+            buckets[bound] = buckets.get(bound, 0.0) + float(count)
+    return buckets
+
+
+def bucket_quantile(before: dict[float, float], after: dict[float, float], q: float) -> float:
+    """The upper bound of the bucket holding the ``q`` quantile of what was observed between
+    two scrapes (so "at most this"); NaN when nothing was."""
+    delta = sorted((bound, after[bound] - before.get(bound, 0.0)) for bound in after)
+    total = delta[-1][1] if delta else 0.0
+    if total <= 0:
+        return float("nan")
+    return next(bound for bound, count in delta if count >= q * total)
 
 
 def redis_cpu_seconds(client: redis.Redis) -> float:

@@ -41,7 +41,9 @@ from benchmarks.common import (
     BENCHMARKS_MD,
     RawPublisher,
     Stack,
+    bucket_quantile,
     cpu_seconds,
+    histogram_buckets,
     machine,
     redis_cpu_seconds,
     write_section,
@@ -66,6 +68,13 @@ class Phase:
     first_xadd: float = 0.0
     last_xadd: float = 0.0
     cpu_s: dict[str, float] = field(default_factory=dict)
+    # The gateway's own account: ingress entry time -> frame handed to the socket (its
+    # histogram's bucket bounds, in seconds), to tell the server's latency from the client's.
+    server_p50: float = float("nan")
+    server_p99: float = float("nan")
+
+
+GATEWAY_LATENCY = "streamer_gateway_delivery_latency_seconds"
 
 
 def _user(n: int) -> str:
@@ -184,6 +193,7 @@ def run(args: argparse.Namespace, phases: list[Phase]) -> dict[str, Any]:
                 events = Events(keys, args.sockets, index)
                 stack.client.config_resetstat()
                 before = meter.read()
+                latency_before = histogram_buckets(stack.port, GATEWAY_LATENCY)
                 if phase.rate is None:
                     _publish_burst(publisher, phase, events)
                     complete.append(load.expect(f"done {index}", 300) is not None)
@@ -191,6 +201,9 @@ def run(args: argparse.Namespace, phases: list[Phase]) -> dict[str, Any]:
                     _publish_paced(publisher, phase, events, phase.rate)
                     complete.append(load.expect(f"done {index}", 120) is not None)
                 phase.cpu_s = Meter.spent(before, meter.read())
+                latency_after = histogram_buckets(stack.port, GATEWAY_LATENCY)
+                phase.server_p50 = bucket_quantile(latency_before, latency_after, 0.50)
+                phase.server_p99 = bucket_quantile(latency_before, latency_after, 0.99)
                 if args.commandstats:
                     print_commandstats(stack.client, phase)
         finally:
@@ -233,14 +246,19 @@ def render(
         "`INFO cpu`) divided by the phase's events.",
         "",
         "| phase | events | lost | dup | events/s | p50 ms | p99 ms | max ms "
-        "| worker µs/ev | gateway µs/ev | Redis µs/ev | total µs/ev |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| gateway p50 / p99 ms | worker µs/ev | gateway µs/ev | Redis µs/ev | total µs/ev |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
+        "| ---: | ---: | ---: | ---: | ---: |",
         *(_row(phase, stat) for phase, stat in zip(phases, stats, strict=True)),
         "",
         f"The burst's XADDs took {burst.last_xadd - burst.first_xadd:.2f} s (one connection, "
         f"{CHUNK} per write). `lost` and `dup` count events not received / received twice over "
         "all sockets. The paced rows' CPU includes the processes' idle work over the phase "
-        "(heartbeats, leases), as an outside observer would count it.",
+        "(heartbeats, leases), as an outside observer would count it. `gateway p50 / p99` is "
+        "the gateway's own histogram (`streamer_gateway_delivery_latency_seconds`: ingress "
+        "entry time to the frame handed to the socket), as the upper bound of the bucket "
+        "holding that quantile; the rest of the client's latency is the kernel's and the "
+        "load process's.",
     ]
     if not all(results["complete"]):
         lines.append("")
@@ -257,6 +275,7 @@ def _row(phase: Phase, stats: dict[str, Any]) -> str:
     return (
         f"| {phase.name} | {phase.events:,} | {lost:,} | {stats['duplicates']:,} | "
         f"{rate:,.0f} | {stats['p50']:.1f} | {stats['p99']:.1f} | {stats['max']:.1f} | "
+        f"≤ {phase.server_p50 * 1000:g} / ≤ {phase.server_p99 * 1000:g} | "
         f"{per['worker']:.1f} | {per['gateway']:.1f} | {per['redis']:.1f} | **{total:.1f}** |"
     )
 
