@@ -45,6 +45,7 @@ COMMAND_MODULES = (
     "streamer.ops.replay.cli",
     "streamer.ops.dlq",
     "streamer.gateway.cli",
+    "streamer.api.cli",
     "streamer.ops.healthcheck",
 )
 
