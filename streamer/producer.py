@@ -136,6 +136,10 @@ class _Base:
         self.max_payload_bytes = max_payload_bytes
         self.dedupe_ttl_s = dedupe_ttl_s
 
+    def prepare(self, event: Event) -> Entry:
+        """Check one event as ``publish`` does, writing nothing; raises InvalidEvent."""
+        return prepare(event, self.keys, self.max_payload_bytes, dedupe=self.dedupe_ttl_s > 0)
+
     def prepare_many(self, events: Iterable[Event]) -> list[Entry]:
         """Check events as ``publish_many`` does, writing nothing; raises InvalidEvent."""
         dedupe = self.dedupe_ttl_s > 0
@@ -175,8 +179,8 @@ class Producer(_Base):
 
     async def publish(self, event: Event) -> str:
         """Append one event; its stream id."""
-        (stream_id,) = await self.publish_many([event])
-        return stream_id
+        (published,) = await self.append([self.prepare(event)])
+        return published.stream_id
 
     async def publish_many(self, events: Iterable[Event]) -> list[str]:
         """Append every event in one round trip, or none if one is invalid; their ids."""
@@ -238,8 +242,8 @@ class SyncProducer(_Base):
         return cls.from_settings(_settings(url, environ), client_name="streamer-producer")
 
     def publish(self, event: Event) -> str:
-        (stream_id,) = self.publish_many([event])
-        return stream_id
+        (published,) = self.append([self.prepare(event)])
+        return published.stream_id
 
     def publish_many(self, events: Iterable[Event]) -> list[str]:
         return [p.stream_id for p in self.append(self.prepare_many(events))]

@@ -130,7 +130,7 @@ class Api:
 
     async def publish(self, request: web.Request) -> web.Response:
         raw = await self._authorized_body(request)
-        (result,) = await self._append(self._prepare([raw], single=True))
+        (result,) = await self._append(self._prepare(raw))
         return _json(202, _result(result))
 
     async def publish_batch(self, request: web.Request) -> web.Response:
@@ -149,13 +149,14 @@ class Api:
             limit = self.settings.max_body_bytes
             raise ApiError(413, "too_large", f"body over {limit} bytes") from None
 
-    def _prepare(self, events: list[bytes], *, single: bool = False) -> list[Entry]:
+    def _prepare(self, body: bytes | list[bytes]) -> list[Entry]:
+        """One event (a body) or a batch's events, checked; a batch's error names its index."""
         try:
-            entries = self.producer.prepare_many(events)
+            if isinstance(body, bytes):
+                return [self.producer.prepare(body)]
+            return self.producer.prepare_many(body)
         except InvalidEvent as exc:
-            detail = f"invalid event ({exc.reason}): {exc.detail}" if single else str(exc)
-            raise ApiError(400, exc.reason, detail) from None
-        return entries
+            raise ApiError(400, exc.reason, str(exc)) from None
 
     async def _append(self, entries: list[Entry]) -> list[Published]:
         try:
