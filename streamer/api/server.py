@@ -199,8 +199,10 @@ class Api:
             response = await handler(request)
         except ApiError as exc:
             response = _error(exc)
-        except web.HTTPException as exc:  # aiohttp's own 404, 405
+        except web.HTTPException as exc:  # aiohttp's own 404, 405 (which names the methods)
             response = _text(exc.status, f"{exc.reason.lower()}\n")
+            if "Allow" in exc.headers:
+                response.headers["Allow"] = exc.headers["Allow"]
         metrics.API_REQUESTS.labels(route, str(response.status)).inc()
         metrics.API_LATENCY.labels(route).observe(time.perf_counter() - started)
         return response

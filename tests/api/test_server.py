@@ -162,11 +162,13 @@ async def test_redis_down_is_503_with_retry_after_and_not_ready() -> None:
 
 async def test_probes_metrics_and_unknown_paths(redis_server: RedisServer) -> None:
     """/healthz 200; /metrics counts requests by route template and status, and events;
-    an unknown path is 404 counted under route "other"."""
+    an unknown path is 404 counted under route "other"; a wrong method 405 with Allow."""
     async with running_api(redis_server.url) as api:
         await post(api, "/api/publish", event())
         async with api.get("/nowhere") as missing, api.get("/healthz") as health:
             assert (missing.status, health.status) == (404, 200)
+        async with api.get("/api/publish") as wrong_method:
+            assert (wrong_method.status, wrong_method.headers["Allow"]) == (405, "POST")
         async with api.get("/metrics") as response:
             text = await response.text()
     assert 'streamer_api_requests_total{route="/api/publish",status="202"}' in text
