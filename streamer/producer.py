@@ -6,9 +6,9 @@ the field, and for ``publish_many`` nothing of the batch is written. A valid eve
 appended to its partition stream (``Keys.ingress_for``: its user's, its first user's, its
 topic's, or the first partition for a broadcast), which its owning worker reads, so no
 routing hop is spent on it. Many events go in one pipelined round trip; the stream ids come
-back in the order of the events. Streams are not trimmed here: the workers' acks and the
-partition lease keep them short, as for every other ingress (``streamer publish`` does not
-trim either).
+back in the order of the events. No MAXLEN: like every other ingress writer (``streamer
+publish``, the bridges) the producer never trims, because a trim could drop entries no
+worker has read yet.
 
 With ``dedupe_ttl_s`` set, an event carrying an ``id`` is appended at most once per that
 window: a second publish with the same ``id`` writes nothing and returns the first stream

@@ -106,7 +106,7 @@ class Api:
         self.health = health
 
     def routes(self) -> dict[tuple[str, str], Handler]:
-        """(method, path) -> handler: everything this server answers (HEAD with GET)."""
+        """(method, path) -> handler: everything this server answers."""
         return {
             ("POST", PUBLISH): self.publish,
             ("POST", PUBLISH_BATCH): self.publish_batch,
@@ -162,8 +162,9 @@ class Api:
         try:
             results = await self.producer.append(entries)
         except RetryableError as exc:
+            if self.health.ready()[0]:  # once per outage, not once per request
+                log.warning("publishing fails, answering 503 until Redis answers: %s", exc)
             self.health.failed("redis")
-            log.warning("publish failed, answering 503: %s", exc)
             retry = str(self.settings.retry_after_s)
             raise ApiError(503, "unavailable", "Redis is unreachable; retry later",
                            **{"Retry-After": retry}) from None  # fmt: skip
