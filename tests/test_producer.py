@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from streamer.contract.event import payload_decoder
 from streamer.infra.errors import InvalidEvent, RetryableError
 from streamer.infra.settings import Env, RedisSettings
-from streamer.producer import Producer, ProducerSettings, SyncProducer
+from streamer.producer import Producer, ProducerSettings, SyncProducer, prepare
 from streamer.worker.main import Worker
 from tests.support.events import KEYS, ingress_streams, payload, worker_settings
 from tests.support.gateway import numbers, open_socket, receive, running_gateway
@@ -130,3 +130,26 @@ async def test_the_sync_producer_publishes_the_same_way(
     twice = [producer.publish({"user_id": "u2", "event_type": "t", "id": "k"}) for _ in range(2)]
     assert twice[0] == twice[1] and await redis.xlen(KEYS.ingress("u2")) == 1
     producer.close()
+
+
+def test_the_dedupe_marker_shares_the_partition_hash_tag() -> None:
+    """Stream and marker of an event carry the same (first) hash tag, even when the id has
+    braces of its own: the dedupe script stays in one slot on Redis Cluster."""
+    for event in (
+        {"user_id": "u1", "event_type": "a", "id": "plain"},
+        {"topic": "project:1", "event_type": "a", "id": "{other}-tag"},
+        {"broadcast": True, "event_type": "a", "id": "b"},
+    ):
+        entry = prepare(event, KEYS, 65536, dedupe=True)
+        assert entry.marker is not None
+        assert (
+            hash_tag(entry.marker)
+            == hash_tag(entry.stream)
+            == KEYS.partition_for(payload_decoder.decode(json.dumps(event))).tag
+        )
+
+
+def hash_tag(key: str) -> str:
+    """What Redis Cluster hashes: the first non-empty {...} of the key."""
+    start = key.index("{")
+    return key[start + 1 : key.index("}", start)]
