@@ -55,8 +55,9 @@ ENV PATH=/opt/streamer/bin:$PATH \
 USER 10001:10001
 WORKDIR /tmp
 # 8765: gateway WebSockets + its /metrics and /healthz; 9100: worker /metrics and /healthz;
-# 9102 and 9103: the RabbitMQ and Pub/Sub bridges' /metrics and /healthz.
-EXPOSE 8765 9100 9102 9103
+# 9102 and 9103: the RabbitMQ and Pub/Sub bridges' /metrics and /healthz; 8780: the HTTP
+# publish API (`streamer api`, with API_HOST=0.0.0.0 to be reachable from outside).
+EXPOSE 8765 8780 9100 9102 9103
 # Every process drains in-flight work on SIGTERM and exits 0.
 STOPSIGNAL SIGTERM
 # `streamer healthcheck`, run as a module so it imports one settings reader, not the whole

@@ -45,6 +45,7 @@ COMMAND_MODULES = (
     "streamer.ops.replay.cli",
     "streamer.ops.dlq",
     "streamer.gateway.cli",
+    "streamer.api.cli",
     "streamer.ops.healthcheck",
 )
 
@@ -121,9 +122,10 @@ def _run(args: argparse.Namespace) -> int:
     except BrokenPipeError:
         raise  # an OSError, but stdout's, not Redis's: main() handles it
     except Exception as exc:
-        if not _is_redis_error(exc):
+        cause = _redis_error(exc)
+        if cause is None:
             raise
-        return _fail(args, f"cannot reach Redis at {_redis_url()}: {_reason(exc)}", EXIT_FAILED)
+        return _fail(args, f"cannot reach Redis at {_redis_url()}: {_reason(cause)}", EXIT_FAILED)
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -150,10 +152,15 @@ def _redis_url() -> str:
     return redact(os.environ.get("REDIS_URL", stack.DEFAULT_REDIS_URL))
 
 
-def _is_redis_error(exc: BaseException) -> bool:
+def _redis_error(exc: BaseException) -> BaseException | None:
+    """The Redis failure behind ``exc``: itself, or what a RetryableError was mapped from
+    (the producer maps Redis errors once), else None."""
+    from streamer.infra.errors import RetryableError
     from streamer.infra.redis import REDIS_ERRORS
 
-    return isinstance(exc, REDIS_ERRORS)
+    if isinstance(exc, RetryableError) and exc.__cause__ is not None:
+        exc = exc.__cause__
+    return exc if isinstance(exc, REDIS_ERRORS) else None
 
 
 def _reason(exc: BaseException) -> str:

@@ -14,6 +14,8 @@ share the tag ``{<gateway id>}``.
     {prefix}{<ptag>}:user:<uid>       a user's replay log
     {prefix}{<ptag>}:owners:<uid>     hash: gateway id -> that user's sockets on it
     {prefix}{<ptag>}:seen:<uid>:<id>  a producer's idempotency key, seen for this user
+    {prefix}{<ptag>}:published:<id>   the ingress entry an event id was published as (the
+                                      HTTP API's idempotency window, PUBLISH_DEDUPE_TTL_S)
     {prefix}{<ptag>}:pushed:<uid>:<channel>:<event>   a push that is done
     {prefix}{<ptag>}:topic:<name>     a topic's replay log
     {prefix}{<ptag>}:tsubs:<name>     hash: gateway id -> sockets subscribed to the topic
@@ -77,6 +79,10 @@ class PartitionKeys:
     def push_marker(self, user_id: str, event_key: str, channel: str) -> str:
         return self._key(f"pushed:{user_id}:{channel}:{event_key}")
 
+    def published(self, event_id: str) -> str:
+        """The stream id an event ``id`` was appended to this partition as (publish dedupe)."""
+        return self._key(f"published:{event_id}")
+
     def topic_log(self, topic: str) -> str:
         return self._key(f"topic:{topic}")
 
@@ -119,13 +125,17 @@ class Keys:
         """The partition stream an event is appended to: its user's (the first of
         ``user_ids``), its topic's, or the first partition for a broadcast. Workers forward
         what belongs to other partitions (the other users of ``user_ids``), once each."""
+        return self.partition_for(payload).stream
+
+    def partition_for(self, payload: NotificationPayload) -> PartitionKeys:
+        """The partition an event is appended to (see ``ingress_for``)."""
         if payload.user_id is not None:
-            return self.ingress(payload.user_id)
+            return self.of_user(payload.user_id)
         if payload.user_ids:
-            return self.ingress(payload.user_ids[0])
+            return self.of_user(payload.user_ids[0])
         if payload.topic is not None:
-            return self.of_topic(payload.topic).stream
-        return self.partitions[0].stream
+            return self.of_topic(payload.topic)
+        return self.partitions[0]
 
     def user_log(self, user_id: str) -> str:
         return self.of_user(user_id).user_log(user_id)

@@ -2,8 +2,9 @@
 
 Everything a client depends on is defined here, once: the URL, how the token travels, the
 server's frames, the client's frames and the close codes. The browser client
-(``streamer/static/notify-client.js``) repeats the constants a client needs; a test checks
-that the two agree.
+(``streamer/static/notify-client.js``) repeats the constants a client needs, and
+``docs/asyncapi.yaml`` describes the protocol in AsyncAPI 3; tests check that both agree
+with this module.
 
     URL      ws(s)://HOST/ws/{user_id}?token=JWT&last_event_id=ID   (resume after ID)
              ws(s)://HOST/ws/{user_id}?token=JWT&history=N          (first open: the newest
@@ -21,7 +22,8 @@ that the two agree.
              {"type": "subscribed", "topic", "recovered": bool, "replayed": n}
                                    after a subscribe and its replay (recovered: the topic's
                                    log still had last_event_id; without one, true)
-             {"type": "subscribe_refused", "topic", "reason"}   forbidden | invalid | too_many
+             {"type": "subscribe_refused", "topic", "reason"}   forbidden | invalid |
+                                   too_many | unavailable
              {"type": "unsubscribed", "topic"}
              {"type": "pong"}                                               after a ping
     client   {"type": "ping"}
@@ -184,6 +186,14 @@ PONG = b'{"type":"pong"}'
 # --- client frames ------------------------------------------------------------------------
 
 
+# The types of the client frames the gateway acts on (any other type is ignored).
+PING = "ping"  # answered with {"type": "pong"}
+RESUME = "resume"  # the first frame only: replay after last_event_id (later: recovered false)
+SUBSCRIBE = "subscribe"  # join a topic, replaying after last_event_id when given
+UNSUBSCRIBE = "unsubscribe"
+CLIENT_FRAME_TYPES = (PING, RESUME, SUBSCRIBE, UNSUBSCRIBE)
+
+
 class ClientFrame(msgspec.Struct, frozen=True):
     """A client -> server frame. Unknown types and fields are ignored."""
 
@@ -208,6 +218,8 @@ def parse_client_frame(message: str | bytes) -> ClientFrame | None:
 TOPIC_FORBIDDEN = "forbidden"  # the token's topics claim does not allow it
 TOPIC_INVALID = "invalid"  # not a valid topic name (the user-id rule)
 TOPIC_TOO_MANY = "too_many"  # over WS_MAX_TOPICS_PER_SOCKET subscriptions on this socket
+TOPIC_UNAVAILABLE = "unavailable"  # Redis failed while subscribing: try again
+TOPIC_REFUSALS = (TOPIC_FORBIDDEN, TOPIC_INVALID, TOPIC_TOO_MANY, TOPIC_UNAVAILABLE)
 
 
 def topic_allowed(topic: str, allowed: tuple[str, ...]) -> bool:

@@ -25,10 +25,15 @@ from streamer.contract.event import valid_user_id
 from streamer.contract.ids import MIN_ID, StreamId, format_id, parse_id, successor
 from streamer.contract.inbox import BROADCAST, TOPIC, USER
 from streamer.contract.websocket import (
+    PING,
     PONG,
+    RESUME,
+    SUBSCRIBE,
     TOPIC_FORBIDDEN,
     TOPIC_INVALID,
     TOPIC_TOO_MANY,
+    TOPIC_UNAVAILABLE,
+    UNSUBSCRIBE,
     CloseCode,
     parse_client_frame,
     recovery_frame,
@@ -47,7 +52,6 @@ from streamer.infra.redis import REDIS_ERRORS
 log = logging.getLogger(__name__)
 
 _MIN_GAP_READ = 100
-TOPIC_UNAVAILABLE = "unavailable"  # Redis failed while subscribing: try again
 
 
 class Logs(Protocol):
@@ -167,22 +171,22 @@ class Session:
             # client does not resume, so live deliveries need not wait longer.
             self._first_timer.cancel()
             self._first_timer = None
-            if frame is not None and frame.type == "resume":
+            if frame is not None and frame.type == RESUME:
                 self._spawn(self._resume(frame.last_event_id))
                 return
             self._go_live(self.user)
         if frame is None:
             return
-        if frame.type == "ping":
+        if frame.type == PING:
             self.conn.send_text(PONG)
-        elif frame.type == "resume":
+        elif frame.type == RESUME:
             # Live frames already went out (or are going): replaying older ones now would
             # break the order. The client hears it and refetches.
             metrics.REPLAYS.labels("false").inc()
             self.conn.send_text(recovery_frame(False, 0))
-        elif frame.type == "subscribe" and frame.topic is not None:
+        elif frame.type == SUBSCRIBE and frame.topic is not None:
             self._spawn(self._subscribe(frame.topic, frame.last_event_id))
-        elif frame.type == "unsubscribe" and frame.topic is not None:
+        elif frame.type == UNSUBSCRIBE and frame.topic is not None:
             self._unsubscribe(frame.topic)
 
     # --- the user's log -------------------------------------------------------------------

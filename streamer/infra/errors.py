@@ -4,8 +4,10 @@ StreamerError
 ├── ConfigError      bad or missing configuration; raised at start-up, names the variable
 ├── StartupError     a process or the local stack cannot start for a reason outside its
 │                    configuration (a port in use, redis-server exiting); one line for humans
-└── RetryableError   a dependency failed in a way that may pass (Redis down, a timeout): the
-                     work stays un-acked and is tried again after a backoff
+├── RetryableError   a dependency failed in a way that may pass (Redis down, a timeout): the
+│                    work stays un-acked and is tried again after a backoff
+└── InvalidEvent     an event a producer hands to ``streamer.producer`` (or the HTTP API)
+                     breaks the schema; nothing is written. Also a ValueError.
 
 Foreign exceptions, each handled in one kind of place:
 - Redis: ``streamer.infra.redis.REDIS_ERRORS`` (redis-py's errors, cluster errors, OSError)
@@ -17,7 +19,10 @@ Foreign exceptions, each handled in one kind of place:
   (``streamer.push.verdict``, each provider's ``outcome.py``), which the pure policy turns
   into ack, retry or dead letter.
 - Bad input is not an exception either: decoding returns a Poison verdict with a reason,
-  and the entry is dead-lettered with it.
+  and the entry is dead-lettered with it. Only at a producer's edge, before anything is
+  written, does it become InvalidEvent (the caller can fix it; nobody reads a DLQ for it).
+- The producer (``streamer.producer``) maps Redis failures to RetryableError once, so its
+  callers (the HTTP API) catch one class.
 """
 
 
@@ -35,3 +40,16 @@ class StartupError(StreamerError):
 
 class RetryableError(StreamerError):
     """A transient failure: the same work may succeed later."""
+
+
+class InvalidEvent(StreamerError, ValueError):
+    """An event breaks the schema: ``reason`` is the dead-letter reason the worker would give
+    (``schema``, ``too_large``, ...), ``detail`` says what is wrong and names the field, and
+    ``index`` is its place in a batch (None for a single event)."""
+
+    def __init__(self, reason: str, detail: str, index: int | None = None) -> None:
+        where = "" if index is None else f"event {index}: "
+        super().__init__(f"{where}invalid event ({reason}): {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.index = index

@@ -178,6 +178,25 @@ BRIDGE_BATCH_DURATION = Histogram(
     buckets=LATENCY_BUCKETS,
 )
 
+# --- HTTP publish API ----------------------------------------------------------------------
+API_REQUESTS = Counter(
+    "streamer_api_requests_total",
+    "HTTP requests answered, by route (its path template; other for unknown paths) and status.",
+    ["route", "status"],
+)
+API_EVENTS = Counter(
+    "streamer_api_events_published_total",
+    "Events accepted, by outcome (written, or duplicate: its id was published inside the "
+    "idempotency window, nothing written).",
+    ["outcome"],
+)
+API_LATENCY = Histogram(
+    "streamer_api_request_duration_seconds",
+    "Time to answer an HTTP request, by route.",
+    ["route"],
+    buckets=LATENCY_BUCKETS,
+)
+
 # --- push ----------------------------------------------------------------------------------
 PUSHES = Counter(
     "streamer_push_sent_total", "Push requests, by provider and outcome.", ["provider", "outcome"]
@@ -215,6 +234,7 @@ COMPONENTS: dict[str, tuple[str, ...]] = {
     "gateway": ("streamer_gateway_",),
     "bridge-rabbitmq": ("streamer_bridge_",),
     "bridge-pubsub": ("streamer_bridge_",),
+    "api": ("streamer_api_",),
 }
 
 _exposed: CollectorRegistry = REGISTRY  # until register(): everything (tests, tools)

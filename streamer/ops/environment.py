@@ -91,6 +91,16 @@ GROUPS: dict[str, tuple[Variable, ...]] = {
         V("WS_HANDSHAKE_TIMEOUT_S", "10", "handshakes not done by then are dropped"),
         V("DEMO_MODE", "false", "serve GET /demo on the gateway (`streamer up`: on)"),
     ),
+    "HTTP publish API": (
+        V("API_PORT", "8780", "port of `streamer api`: publish routes, probes and /metrics"),
+        V("API_HOST", "127.0.0.1", "address `streamer api` listens on (a container: 0.0.0.0)"),
+        V("API_KEYS", "", "comma-separated API keys (>= 16 bytes each); or API_KEYS_FILE"),
+        V("API_KEYS_FILE", "", "file of API keys, one a line (# comments); adds to API_KEYS"),
+        V("API_MAX_BODY_BYTES", "1048576", "larger request bodies are refused with 413"),
+        V("API_MAX_BATCH", "500", "most events one POST /api/publish/batch may carry"),
+        V("PUBLISH_DEDUPE_TTL_S", "86400",
+          "an event id published again within this window is written once (0: off)"),
+    ),
     "Probes, metrics and logs": (
         V("METRICS_HOST", "0.0.0.0", "address of /metrics and probes (`streamer up`: 127.0.0.1)"),
         V("METRICS_PORT", "9100", "port of /metrics and probes of worker and bridges (0: off)",
@@ -184,10 +194,14 @@ COMMANDS: dict[str, tuple[str, ...]] = {
         "METRICS_PORT", "METRICS_HOST", "JWT_SECRET", "DEMO_MODE", "ENABLE_RABBITMQ_CONSUMER",
         "ENABLE_REDIS_CONSUMER",
     ),
+    "api": (
+        *_REDIS, *_group("HTTP publish API"), "MAX_PAYLOAD_BYTES", "HEALTH_THRESHOLD_S", *_LOG,
+        *_LOCAL,
+    ),
     "token": ("JWT_SECRET",),
     "healthcheck": (
         "HEALTHCHECK_URL", "HEALTHCHECK_PID", "METRICS_PORT", "METRICS_HOST", "GATEWAY_PORT",
-        "GATEWAY_HOST",
+        "GATEWAY_HOST", "API_PORT", "API_HOST",
     ),
 }  # fmt: skip
 

@@ -4,7 +4,7 @@ It probes the health endpoint of the process the container runs, on the port tha
 kind really serves: the kind comes from PID 1's command line (the container's main process;
 with `docker run --init` the init's command line names it too), the address from the same
 settings reader that process used, so defaults and overrides (METRICS_PORT, GATEWAY_PORT,
-METRICS_HOST, GATEWAY_HOST) agree. HEALTHCHECK_URL, when set, is probed as is.
+METRICS_HOST, GATEWAY_HOST, API_PORT, API_HOST) agree. HEALTHCHECK_URL, when set, is probed as is.
 
 Exit status follows Docker: 0 healthy, 1 unhealthy, with one line saying why on stdout
 (Docker keeps it in the health log). The image runs it as ``python -m
@@ -60,10 +60,17 @@ def _bridge_pubsub(env: Env) -> Address:
     return metrics.host, metrics.port
 
 
+def _api(env: Env) -> Address:
+    from streamer.api.settings import address
+
+    return address(env)
+
+
 # Process kind (its `streamer` subcommand) -> where it serves HEALTH_PATH.
 ADDRESSES: dict[str, Callable[[Env], Address]] = {
     "worker": _worker,
     "gateway": _gateway,
+    "api": _api,
     "bridge rabbitmq": _bridge_rabbitmq,
     "bridge pubsub": _bridge_pubsub,
 }

@@ -1,7 +1,8 @@
 """`streamer publish`: XADD well-formed events, from flags or JSON lines on stdin.
 
-Every payload is checked with the worker's own decoder (and MAX_PAYLOAD_BYTES) before it is
-added. Flags that cannot make a valid event are bad input: one line, exit 2, nothing added.
+It publishes through ``streamer.producer``: every payload is checked with the worker's own
+decoder (and MAX_PAYLOAD_BYTES) before it is added, to its partition stream, in pipelined
+batches. Flags that cannot make a valid event are bad input: one line, exit 2, nothing added.
 Lines of --stdin that are invalid are reported one by one and skipped (exit 1).
 """
 
@@ -14,13 +15,11 @@ import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-import redis.asyncio as aioredis
-
 from streamer.contract.decode import decode_payload
-from streamer.contract.keys import Keys
-from streamer.infra.redis import connect
-from streamer.infra.settings import Env, RedisSettings
+from streamer.infra.errors import InvalidEvent
+from streamer.infra.settings import Env
 from streamer.ops.arguments import positive_int, user_id
+from streamer.producer import Entry, Producer, ProducerSettings, prepare
 
 _BATCH = 500
 EXIT_BAD_INPUT = 2
@@ -85,32 +84,27 @@ def _lines(stream: Iterable[str]) -> Iterator[bytes]:
             yield line.strip().encode()
 
 
-async def publish(
-    redis: aioredis.Redis, stream: str, payloads: Iterable[bytes], max_bytes: int
-) -> tuple[int, int]:
-    """XADD valid payloads in pipelined batches. Returns (published, rejected)."""
+async def publish(producer: Producer, payloads: Iterable[bytes]) -> tuple[int, int]:
+    """Publish valid payloads in pipelined batches. Returns (published, rejected)."""
     published = rejected = 0
-    pipe = redis.pipeline(transaction=False)
+    batch: list[Entry] = []
     for number, raw in enumerate(payloads, 1):
-        verdict = decode_payload(raw, max_bytes)
-        if isinstance(verdict, tuple):
+        try:
+            batch.append(prepare(raw, producer.keys, producer.max_payload_bytes))
+        except InvalidEvent as exc:
             rejected += 1
-            print(f"line {number}: rejected ({verdict[0]}): {verdict[1]}", file=sys.stderr)
+            print(f"line {number}: rejected ({exc.reason}): {exc.detail}", file=sys.stderr)
             continue
-        pipe.xadd(stream, {"payload": raw})
-        published += 1
-        if len(pipe) >= _BATCH:
-            await pipe.execute()
-    if len(pipe):
-        await pipe.execute()
+        if len(batch) >= _BATCH:
+            published += len(await producer.append(batch))
+            batch = []
+    published += len(await producer.append(batch))
     return published, rejected
 
 
 def handle(args: argparse.Namespace) -> int:
-    env = Env()
-    settings = RedisSettings.from_env(env)
-    keys = Keys.from_settings(settings)
-    max_bytes = env.int("MAX_PAYLOAD_BYTES", 65536, minimum=64)
+    settings = ProducerSettings.from_env(Env())
+    max_bytes = settings.max_payload_bytes
     if args.stdin:
         payloads: Iterable[bytes] = _lines(sys.stdin)
     else:
@@ -121,12 +115,12 @@ def handle(args: argparse.Namespace) -> int:
             return EXIT_BAD_INPUT
 
     async def main() -> tuple[int, int]:
-        redis = connect(settings.url, client_name="streamer-publish")
+        producer = Producer.from_settings(settings, client_name="streamer-publish")
         try:
-            return await publish(redis, keys.stream, payloads, max_bytes)
+            return await publish(producer, payloads)
         finally:
-            await redis.aclose()
+            await producer.aclose()
 
     published, rejected = asyncio.run(main())
-    print(f"published {published} event(s) to {keys.stream}; rejected {rejected}")
+    print(f"published {published} event(s) to their partition streams; rejected {rejected}")
     return 1 if rejected else 0

@@ -135,10 +135,12 @@ def compose() -> dict[str, Any]:
 
 
 def test_compose_runs_every_process_kind_from_the_image() -> None:
-    """Two workers, a gateway and the RabbitMQ bridge, built from the repository Dockerfile."""
+    """Two workers, a gateway, the RabbitMQ bridge and the publish API, built from the
+    repository Dockerfile."""
     services = compose()["services"]
     commands = {name: s["command"] for name, s in services.items() if "build" in s}
     assert sorted(map(tuple, commands.values())) == [
+        ("api",),
         ("bridge", "rabbitmq"),
         ("gateway",),
         ("worker",),
@@ -153,6 +155,9 @@ def test_compose_runs_every_process_kind_from_the_image() -> None:
     assert len(worker_ids) == 2, "each worker is its own consumer"
     gateway = services["gateway"]["environment"]
     assert gateway["HEALTHCHECK_URL"] == f"http://127.0.0.1:{gateway['GATEWAY_PORT']}/healthz"
+    api = services["api"]["environment"]
+    assert api["API_HOST"] == "0.0.0.0", "reachable from the other containers"
+    assert re.fullmatch(r"\$\{API_KEYS:\?[^}]*\}", api["API_KEYS"]), "keys from the environment"
 
 
 def test_compose_infrastructure_is_persistent_and_health_checked() -> None:
@@ -203,7 +208,8 @@ def test_compose_config_is_accepted_by_compose(tmp_path: Path) -> None:
         del data["name"]
         path = tmp_path / "docker-compose.yml"
         path.write_text(yaml.safe_dump(data))
-    env = {"JWT_SECRET": "x" * 32, "RABBITMQ_PASSWORD": "p", "GRAFANA_ADMIN_PASSWORD": "p"}
+    env = {"JWT_SECRET": "x" * 32, "RABBITMQ_PASSWORD": "p", "GRAFANA_ADMIN_PASSWORD": "p",
+           "API_KEYS": "k" * 24}  # fmt: skip
     result = subprocess.run(
         [*command, "-f", str(path), "config", "--quiet"],
         capture_output=True,

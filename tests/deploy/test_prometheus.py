@@ -132,7 +132,8 @@ def test_grafana_provisioning_points_at_the_dashboard_and_datasource() -> None:
 
 
 def test_prometheus_scrapes_every_streamer_process_of_compose() -> None:
-    """Each worker, gateway and bridge service of compose is a target on its metrics port."""
+    """Each worker, gateway, bridge and API service of compose is a target on its metrics
+    port."""
     config = yaml.safe_load((PROMETHEUS / "prometheus.yml").read_text())
     targets = {
         target
@@ -147,6 +148,8 @@ def test_prometheus_scrapes_every_streamer_process_of_compose() -> None:
             assert f"{name}:{service['environment']['METRICS_PORT']}" in targets, name
         if command == ["gateway"]:
             assert f"{name}:{service['environment']['GATEWAY_PORT']}" in targets, name
+        if command == ["api"]:
+            assert f"{name}:{service['environment']['API_PORT']}" in targets, name
 
 
 def alert_tests() -> list[dict[str, Any]]:

@@ -9,12 +9,13 @@ from tests.support.paths import REPO_ROOT
 
 ROOT = REPO_ROOT
 NAME = re.compile(
-    r"^streamer_(worker|stream|gateway|bridge|push)_[a-z][a-z0-9_]*_"
+    r"^streamer_(worker|stream|gateway|bridge|push|api)_[a-z][a-z0-9_]*_"
     r"(total|seconds|entries|sockets|bytes|ratio|partitions)$"
 )
 # Label values must come from small fixed sets. A label for a user, token, event, consumer
 # or gateway id would create one series per value, so none of those may appear here.
 BOUNDED_LABELS = {
+    "route",  # the API's route templates (unknown paths: "other"), never a raw path
     "component",
     "version",
     "source",

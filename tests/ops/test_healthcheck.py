@@ -55,11 +55,13 @@ def test_commands_without_a_health_endpoint_have_no_kind() -> None:
 
 
 def test_each_kind_is_probed_on_the_port_its_settings_default_to() -> None:
-    """Worker 9100, gateway 8765, RabbitMQ bridge 9102, Pub/Sub bridge 9103, on loopback."""
+    """Worker 9100, gateway 8765, RabbitMQ bridge 9102, Pub/Sub bridge 9103, publish API
+    8780, on loopback."""
     assert url_of("worker") == f"http://127.0.0.1:9100{HEALTH_PATH}"
     assert url_of("gateway", JWT_SECRET=SECRET) == f"http://127.0.0.1:8765{HEALTH_PATH}"
     assert url_of("bridge rabbitmq") == f"http://127.0.0.1:9102{HEALTH_PATH}"
     assert url_of("bridge pubsub") == f"http://127.0.0.1:9103{HEALTH_PATH}"
+    assert url_of("api") == f"http://127.0.0.1:8780{HEALTH_PATH}"  # no API_KEYS needed
 
 
 def test_overridden_ports_and_hosts_are_followed() -> None:
@@ -71,6 +73,7 @@ def test_overridden_ports_and_hosts_are_followed() -> None:
     assert url_of("gateway", JWT_SECRET=SECRET, GATEWAY_HOST="::", GATEWAY_PORT="80") == (
         "http://[::1]:80/healthz"
     )
+    assert url_of("api", API_HOST="0.0.0.0", API_PORT="9000") == "http://127.0.0.1:9000/healthz"
 
 
 def test_probe_reports_200_as_healthy_and_anything_else_with_the_reason(

@@ -24,7 +24,8 @@ def run_publish(url: str, *args: str, stdin: str = "") -> subprocess.CompletedPr
 
 
 async def test_publish_from_flags(redis: aioredis.Redis, redis_server: RedisServer) -> None:
-    """Flags build one well-formed payload, published --count times."""
+    """Flags build one well-formed payload, published --count times to the user's
+    partition stream."""
     result = run_publish(
         redis_server.url,
         "--user",
@@ -41,8 +42,8 @@ async def test_publish_from_flags(redis: aioredis.Redis, redis_server: RedisServ
         "3",
     )
     assert result.returncode == 0, result.stderr
-    entries = await redis.xrange(KEYS.stream)
-    assert len(entries) == 3
+    entries = await redis.xrange(KEYS.ingress("u1"))  # its partition: no routing hop
+    assert len(entries) == 3 and await redis.xlen(KEYS.stream) == 0
     body = json.loads(entries[0][1][b"payload"])
     assert body == {
         "user_id": "u1",
@@ -69,5 +70,5 @@ async def test_publish_stdin_rejects_invalid_lines(
     assert result.returncode == 1
     assert "line 2: rejected (invalid_json)" in result.stderr
     assert "line 3: rejected (schema)" in result.stderr
-    users = [json.loads(f[b"payload"])["user_id"] for _, f in await redis.xrange(KEYS.stream)]
-    assert users == ["u1", "u2"]
+    published = [await redis.xrange(KEYS.ingress(u)) for u in ("u1", "u2")]
+    assert [json.loads(e[0][1][b"payload"])["event_type"] for e in published] == ["a", "b"]
