@@ -110,10 +110,10 @@ async def freeze(redis: aioredis.Redis, plan: ReplayPlan) -> tuple[ReplayPlan, E
         guess = estimate_entries(plan.start, plan.end, shape.first, shape.last, shape.length)
         count, exact = count + guess.count, exact and guess.exact
     if not lanes:
-        names = ", ".join(lane.source for lane in plan.lanes[:3])
-        more = f" and {len(plan.lanes) - 3} more" if len(plan.lanes) > 3 else ""
-        what = "stream" if len(plan.lanes) == 1 else "streams"
-        raise BadInput(f"{what} {names}{more} {'does' if what == 'stream' else 'do'} not exist")
+        first, last = plan.lanes[0].source, plan.lanes[-1].source
+        if first == last:
+            raise BadInput(f"stream {first} does not exist")
+        raise BadInput(f"none of the {len(plan.lanes)} streams to replay exists ({first} … {last})")
     ends = [lane.end for lane in lanes if lane.end is not None]
     end = min(plan.end, max(ends)) if ends else plan.start
     return dataclasses.replace(plan, lanes=tuple(lanes), end=end), Estimate(count, exact)
@@ -203,18 +203,19 @@ async def _page_round(
     hi = _window_end(plan, [(len(p), p[-1][0]) for p in pages if p], count)
     rewrite = requeued_fields if plan.from_dlq else replayed_fields
     calls: list[tuple[list[str], list[bytes | int]]] = []
+    scanned, matched = 0, list[tuple[bytes, Fields]]()
     for lane, page in zip(active, pages, strict=True):
         taken = [(eid, f) for eid, f in page if require_id(eid) <= hi]
-        matched = [(eid, f) for eid, f in taken if plan.filter.matches(f)]
-        state.scanned += len(taken)
-        state.matched += len(matched)
-        if plan.dry_run:
-            room = plan.sample_size - len(state.samples)
-            state.samples.extend(matched[: max(0, room)])
-        elif matched:
-            calls.append(([lane.target], _append_args([rewrite(eid, f) for eid, f in matched])))
+        mine = [(eid, f) for eid, f in taken if plan.filter.matches(f)]
+        scanned, matched = scanned + len(taken), matched + mine
+        if mine and not plan.dry_run:
+            calls.append(([lane.target], _append_args([rewrite(eid, f) for eid, f in mine])))
     if calls:
         _ok(await _APPEND.run_many(redis, calls))
+    if plan.dry_run:
+        state.samples.extend(matched[: max(0, plan.sample_size - len(state.samples))])
+    state.scanned += scanned
+    state.matched += len(matched)
     return hi
 
 
