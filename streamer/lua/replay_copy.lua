@@ -10,18 +10,29 @@
 -- Returns {entries read, entries appended, id of the last entry read or ''}.
 local rows = redis.call('XRANGE', KEYS[1], ARGV[1], ARGV[2], 'COUNT', ARGV[3])
 local skip_copies = ARGV[4] == '1'
+local special = {requeued_from = true, replay_of = true, routed_from = true}
 local appended = 0
 for _, row in ipairs(rows) do
-  local fields, out, copy = row[2], {}, false
+  local fields, plain = row[2], true
   for i = 1, #fields, 2 do
-    local name = fields[i]
-    if name == 'routed_from' and skip_copies then
-      copy = true
+    if special[fields[i]] then
+      plain = false
       break
     end
-    if name ~= 'requeued_from' and name ~= 'replay_of' then
-      out[#out + 1] = name
-      out[#out + 1] = fields[i + 1]
+  end
+  local out, copy = fields, false
+  if not plain then  -- the rare entry with marks: rebuilt field by field
+    out = {}
+    for i = 1, #fields, 2 do
+      local name = fields[i]
+      if name == 'routed_from' and skip_copies then
+        copy = true
+        break
+      end
+      if name ~= 'requeued_from' and name ~= 'replay_of' then
+        out[#out + 1] = name
+        out[#out + 1] = fields[i + 1]
+      end
     end
   end
   if not copy then

@@ -2,12 +2,16 @@
 compatibility stream, or their DLQs, each lane appending into its own ingress stream.
 
 The lanes advance together, window by window of ids: a round replays every lane's entries
-of one window ``[lo, hi]``, where ``hi`` is the first id at which some lane has a batch
-since ``lo`` (so no lane has more), and only then does ``position`` move to ``hi``. So a stop
-between rounds leaves one resume point for every lane: everything up to ``position`` is
-written exactly once, in every lane, nothing after it. (Ids of different streams are not
-related in time within a millisecond, but any id is a valid common bound.) A round whose
-calls partly failed may have written some lanes' share: it is reported as in flight.
+of one window ``[lo, hi]``, and only then does ``position`` move to ``hi``. So a stop between
+rounds leaves one resume point for every lane: everything up to ``position`` is written
+exactly once, in every lane, nothing after it. (Ids of different streams are not related
+in time within a millisecond, but any id is a valid common bound.) A round whose calls
+partly failed may have written some lanes' share: it is reported as in flight.
+
+Page by page (filters, dry runs, DLQs, ``--rate``), ``hi`` is the first id at which some
+lane has a batch since ``lo``, so no lane has more. Copied inside Redis, a window spans a
+number of milliseconds adapted to the busiest lane of the last round (finding the batch-th
+id of every lane first would cost Redis a third more per entry: BENCHMARKS.md, Replay).
 
 Each call stays in one Redis Cluster slot: a lane reads and appends its own streams. With no
 payload filter the entries never leave Redis (``replay_copy.lua``: read a window and append
@@ -27,7 +31,7 @@ from typing import Any, Protocol
 
 import redis.asyncio as aioredis
 
-from streamer.contract.ids import StreamId, successor
+from streamer.contract.ids import MAX_PART, StreamId, successor
 from streamer.infra.redis import Calls, LuaScript
 from streamer.ops.replay import source
 from streamer.ops.replay.entries import EntryFilter, Fields, replayed_fields, requeued_fields
@@ -36,7 +40,7 @@ from streamer.ops.replay.pacing import Estimate, batch_size, estimate_entries, p
 
 _APPEND = LuaScript.load("streamer.lua", "replay_append.lua")
 _COPY = LuaScript.load("streamer.lua", "replay_copy.lua")
-_PEEK = LuaScript.load("streamer.lua", "replay_peek.lua")
+_MAX_WINDOW_MS = 1 << 44  # ~550 years: any stretch of time in one round
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +72,7 @@ class ReplayPlan:
         f = self.filter
         return (
             not self.dry_run
+            and self.rate is None  # paced replays go page by page, in exact small rounds
             and not self.from_dlq
             and not f.on_payload
             and f.reason is None
@@ -130,13 +135,15 @@ async def run(
     """Replay (or, for a dry run, count) the plan's range until done or ``stop`` is set."""
     rate = None if plan.dry_run else plan.rate
     count = batch_size(plan.batch, rate)
-    started, lo = clock(), plan.start
+    started, lo, window = clock(), plan.start, _Window()
     while lo <= plan.end:
         active = [lane for lane in plan.lanes if lane.end is not None and lane.end >= lo]
         if not active:
             break
-        round_ = _copy_round if plan.in_redis else _page_round
-        hi = await round_(redis, plan, state, active, lo, count)
+        if plan.in_redis:
+            hi = await _copy_round(redis, plan, state, active, lo, window, count)
+        else:
+            hi = await _page_round(redis, plan, state, active, lo, count)
         state.position = hi
         reporter.update(state.scanned, state.matched)
         if hi >= plan.end:
@@ -148,10 +155,28 @@ async def run(
 
 
 def _window_end(plan: ReplayPlan, counts: list[tuple[int, bytes]], count: int) -> StreamId:
-    """The end of a round: the first id at which some lane has ``count`` entries since the
-    round's start (each lane then has at most ``count`` up to it), or the plan's end."""
+    """The end of a round of pages: the first id at which some lane has ``count`` entries
+    since the round's start (each lane then has at most ``count`` up to it), or the plan's
+    end."""
     full = [require_id(last) for n, last in counts if n >= count]
     return min([plan.end, *full])
+
+
+@dataclass(slots=True)
+class _Window:
+    """How many milliseconds of ids a round of in-Redis copies covers: halved (or more)
+    when the busiest lane held over two batches, doubled when it held under half of one.
+    Rounds start where some lane has an entry (empty time is skipped at once)."""
+
+    ms: int = 1
+    empty: bool = True  # the last round copied nothing: look for the next entry first
+
+    def adapt(self, busiest: int, batch: int) -> None:
+        self.empty = busiest == 0
+        if busiest > 2 * batch:
+            self.ms = max(1, self.ms * batch // busiest)
+        elif busiest < batch // 2:
+            self.ms = min(_MAX_WINDOW_MS, self.ms * 2)
 
 
 async def _copy_round(
@@ -160,20 +185,44 @@ async def _copy_round(
     state: ReplayState,
     active: list[Lane],
     lo: StreamId,
+    window: _Window,
     count: int,
 ) -> StreamId:
-    peeks: Calls = [([lane.source], [str(lo), str(lane.end), count]) for lane in active]
-    hi = _window_end(
-        plan, [(int(n), last) for n, last in _ok(await _PEEK.run_many(redis, peeks))], count
-    )
+    """Copy every lane's entries of one window inside Redis, ``count`` per call; returns
+    the window's end. (No entry is read here: the window is sized from the last round's
+    busiest lane, so one round may hold more than a batch after the load changed.)"""
+    if window.empty:
+        found = await _next_id(redis, active, lo)
+        if found is None or found > plan.end:
+            return plan.end
+        lo = found
+    hi = min(plan.end, StreamId(min(lo.ms + window.ms - 1, MAX_PART), MAX_PART))
     skip = "1" if plan.filter.originals_only else "0"
-    copies: Calls = [
-        ([lane.source], [str(lo), str(_lane_hi(lane, hi)), count, skip]) for lane in active
-    ]
-    for read, appended, _ in _ok(await _COPY.run_many(redis, copies)):
-        state.scanned += int(read)
-        state.matched += int(appended)
+    todo, seen = {lane: lo for lane in active}, dict.fromkeys(active, 0)
+    while todo:
+        calls: Calls = [
+            ([lane.source], [str(at), str(_lane_hi(lane, hi)), count, skip])
+            for lane, at in todo.items()
+        ]
+        replies = _ok(await _COPY.run_many(redis, calls))
+        for lane, (read, appended, last) in zip(list(todo), replies, strict=True):
+            state.scanned, state.matched = state.scanned + int(read), state.matched + int(appended)
+            seen[lane] += int(read)
+            if int(read) < count or require_id(last) >= _lane_hi(lane, hi):
+                del todo[lane]
+            else:
+                todo[lane] = successor(require_id(last))
+    window.adapt(max(seen.values()), count)
     return hi
+
+
+async def _next_id(redis: aioredis.Redis, lanes: list[Lane], lo: StreamId) -> StreamId | None:
+    """The oldest id at or after ``lo`` in any of these lanes."""
+    pipe = redis.pipeline(transaction=False)
+    for lane in lanes:
+        pipe.xrange(lane.source, min=str(lo), max=str(lane.end), count=1)
+    heads = [require_id(rows[0][0]) for rows in await pipe.execute() if rows]
+    return min(heads) if heads else None
 
 
 def _ok(replies: list[Any]) -> list[Any]:

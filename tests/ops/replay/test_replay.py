@@ -32,6 +32,7 @@ from tests.support.events import (
 from tests.support.servers import RedisServer
 
 COMPAT_LANE = runner.Lane("compat", KEYS.stream, KEYS.stream)
+USER_1 = EntryFilter(user="u1")  # a payload filter: page by page
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -229,14 +230,14 @@ class StopAfterPages:
 async def test_stopped_replay_resumes_without_loss_or_double(redis: aioredis.Redis) -> None:
     """Stopping between pages and resuming from the reported position writes each entry once."""
     ids = await add_events(redis, [payload("u1", n) for n in range(35)])
-    plan = runner.ReplayPlan((COMPAT_LANE,), MIN_ID, MAX_ID, EntryFilter(), False, batch=10)
+    plan = runner.ReplayPlan((COMPAT_LANE,), MIN_ID, MAX_ID, USER_1, False, batch=10)
     plan, _ = await runner.freeze(redis, plan)
     first, stop = runner.ReplayState(), asyncio.Event()
     await runner.run(redis, plan, first, StopAfterPages(stop, 2), stop)
     assert not first.finished and first.matched == 20
     assert await replayed_origins(redis) == ids[:20]
     rest = runner.ReplayPlan((COMPAT_LANE,), first.resume_from(plan), plan.end,
-                             EntryFilter(), False, batch=10)  # fmt: skip
+                             USER_1, False, batch=10)  # fmt: skip
     rest, _ = await runner.freeze(redis, rest)
     second, never = runner.ReplayState(), asyncio.Event()
     await runner.run(redis, rest, second, StopAfterPages(never, -1), never)
@@ -324,16 +325,19 @@ async def test_replay_with_user_reads_only_that_users_partition(
     assert await user_log_numbers(redis, b) == [1, 3]
 
 
+@pytest.mark.parametrize("flags", [[], ["--event-type", "test"]], ids=["in-redis", "pages"])
 async def test_a_stopped_replay_of_several_partitions_resumes_from_one_bound(
-    redis: aioredis.Redis,
+    redis: aioredis.Redis, flags: list[str]
 ) -> None:
     """Stopped after two rounds, the replay of three partitions resumes from the single
     position it reports, and every entry of every partition is replayed exactly once."""
     users = users_in_distinct_partitions(3)
-    originals = await add_events(
-        redis, [payload(users[n % 3], n) for n in range(40)], batch=7, direct=True
-    )
-    args = parse("--from", "-", "--to", "+", "--batch", "4")
+    originals = []
+    for n in range(40):  # one a millisecond, some milliseconds shared by two partitions
+        fields = {"payload": payload(users[n % 3], n)}
+        entry_id = await redis.xadd(KEYS.ingress(users[n % 3]), fields, id=f"{1000 + n // 2}-*")
+        originals.append(entry_id.decode())
+    args = parse("--from", "-", "--to", "+", "--batch", "4", *flags)
     plan, _ = await runner.freeze(redis, plan_from_args(args, KEYS, 2**62))
     first, stop = runner.ReplayState(), asyncio.Event()
     await runner.run(redis, plan, first, StopAfterPages(stop, 2), stop)
