@@ -194,12 +194,13 @@ def _report_dry_run(
 
 
 def _aborted(args: argparse.Namespace, plan: ReplayPlan, state: ReplayState) -> str:
-    # Stopped mid-page: the page in flight may or may not have been appended.
+    # Stopped mid-round: the round in flight may or may not have been appended, in some
+    # streams or all.
     resume = resume_command(args, state.resume_from(plan), plan.end)
     if plan.dry_run:
         return f"aborted dry run after {state.matched} matches (incomplete); resume with: {resume}"
     return (
-        f"aborted after {state.matched} entries written; the page in flight may or may not "
+        f"aborted after {state.matched} entries written; the round in flight may or may not "
         f"have been written; resume with: {resume}"
     )
 

@@ -126,29 +126,37 @@ async def locate(
     searched in every DLQ and must be in exactly one; unknown or ambiguous ones are bad
     input (nothing has been written)."""
     wanted = [parse_handle(text, all_queues) for text in dict.fromkeys(texts)]
-    asks = [(q, sid) for named, sid in wanted for q in ([named] if named else all_queues)]
-    pipe = redis.pipeline(transaction=False)
-    for q, sid in asks:
-        pipe.xrange(q.key, min=str(sid), max=str(sid))
+    searched = [[named] if named else list(all_queues) for named, _ in wanted]
+    pipe = redis.pipeline(transaction=False)  # one XRANGE per DLQ asked: never multi-key
+    for (_, sid), where in zip(wanted, searched, strict=True):
+        for q in where:
+            pipe.xrange(q.key, min=str(sid), max=str(sid))
     replies = iter(await pipe.execute())
-    found, unknown, ambiguous = [], [], []
-    for named, sid in wanted:
-        hits = [(q, rows[0]) for q in ([named] if named else all_queues) if (rows := next(replies))]
-        if not hits:
-            unknown.append(named.handle(sid) if named else str(sid))
-        elif len(hits) > 1:
-            ambiguous.append(
-                f"{sid} is in {len(hits)} DLQs: {', '.join(q.handle(sid) for q, _ in hits)}"
-            )
-        else:
-            found.append(hits[0])
+    hits = [[(q, rows[0]) for q in where if (rows := next(replies))] for where in searched]
+    _refuse_unknown_or_ambiguous(wanted, hits)
+    return list({q.handle(e[0]): (q, e) for ((q, e),) in hits}.values())
+
+
+def _refuse_unknown_or_ambiguous(
+    wanted: list[tuple[DeadLetterQueue | None, StreamId]],
+    hits: list[list[tuple[DeadLetterQueue, Entry]]],
+) -> None:
+    unknown = [
+        named.handle(sid) if named else str(sid)
+        for (named, sid), found in zip(wanted, hits, strict=True)
+        if not found
+    ]
     if unknown:
         raise BadInput(f"unknown dead-letter id(s): {', '.join(unknown)}")
+    ambiguous = [
+        f"{sid} is in {len(found)} DLQs: {', '.join(q.handle(sid) for q, _ in found)}"
+        for (_, sid), found in zip(wanted, hits, strict=True)
+        if len(found) > 1
+    ]
     if ambiguous:
         raise BadInput(
             f"ambiguous dead-letter id(s), name one by its handle: {'; '.join(ambiguous)}"
         )
-    return list({q.handle(e[0]): (q, e) for q, e in found}.values())
 
 
 async def merged(
