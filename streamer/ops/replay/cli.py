@@ -40,8 +40,12 @@ def register(sub: Any) -> None:
     bound = "a stream id, epoch ms, ISO 8601 time or age (15m, 2h, 7d)"
     p.add_argument("--from", dest="start", required=True, metavar="START", help=f"- or {bound}")
     p.add_argument("--to", dest="end", required=True, metavar="END", help=f"+ or {bound}")
-    p.add_argument("--source", default="events", help="events (default) or dlq")
-    p.add_argument("--user", help="only events of this user")
+    p.add_argument(
+        "--source",
+        default="events",
+        help="events (default: every ingress stream) or dlq (every DLQ)",
+    )
+    p.add_argument("--user", help="only events of this user (reads only its partition)")
     p.add_argument("--event-type", help="only events of this type")
     p.add_argument("--channel", help="only events targeting this channel")
     p.add_argument("--dry-run", action="store_true", help="count and show matches; write nothing")
