@@ -1,13 +1,17 @@
 """Replay rate: `streamer replay --from - --to +` over N entries (default 1,000,000).
 
-Loads N events into a private redis-server, then times the real CLI (a subprocess, as an
-operator runs it) replaying all of them into the same stream, and a filtered run that
-scans everything but writes 1 in `--users` entries (the cost of decoding for filters).
+Loads N events into a private redis-server, into the ingress partitions as
+`streamer.producer` writes them (or, with `--into compat`, all into `notify:events`), then
+times the real CLI (a subprocess, as an operator runs it) replaying all of them, each into
+its own stream (copied inside Redis); a filtered run over every partition
+(`--event-type`, every payload decoded here, nothing filtered out); and `--user u1`, which
+reads only that user's partition.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import resource
 import subprocess
@@ -18,9 +22,12 @@ from dataclasses import dataclass
 import redis
 
 from benchmarks.common import cpu_seconds, load_events, machine, private_redis
+from streamer.contract.keys import Keys
+from streamer.infra.settings import Env, RedisSettings
 from tests.support.servers import streamer_env
 
-STREAM = "notify:events"
+KEYS = Keys.from_settings(RedisSettings.from_env(Env({})))
+STREAMS = [p.stream for p in KEYS.partitions] + [KEYS.stream]
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,31 +68,73 @@ def report(name: str, entries: int, run: Run) -> str:
     )
 
 
+def load_partitions(client: redis.Redis, events: int, users: int) -> None:
+    """XADD ``events`` websocket events round-robin over ``users``, each into its user's
+    partition stream, pipelined."""
+    pipe = client.pipeline(transaction=False)
+    for n in range(events):
+        user = f"u{n % users}"
+        body = {
+            "user_id": user,
+            "event_type": "ai_generation_progress",
+            "data": {"n": n, "progress": n % 100, "job": f"job-{n // 100}"},
+            "target_channels": ["websocket"],
+        }
+        pipe.xadd(KEYS.ingress(user), {"payload": json.dumps(body)})
+        if len(pipe) >= 5000:
+            pipe.execute()
+    pipe.execute()
+
+
+def total_length(client: redis.Redis) -> int:
+    return sum(int(client.xlen(s)) for s in STREAMS)
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="benchmarks.replay")
     parser.add_argument("--entries", type=int, default=1_000_000)
     parser.add_argument("--users", type=int, default=1000)
     parser.add_argument("--batch", default="1000")
+    parser.add_argument("--into", choices=("partitions", "compat"), default="partitions")
     args, _ = parser.parse_known_args(argv)
     server = private_redis()
     assert server.process is not None
     client = redis.Redis.from_url(server.url)
+    pid, batch = server.process.pid, ("--batch", args.batch)
     try:
-        load_events(client, args.entries, args.users)
-        end = client.xrevrange(STREAM, count=1)[0][0].decode()
+        if args.into == "compat":
+            load_events(client, args.entries, args.users)
+        else:
+            load_partitions(client, args.entries, args.users)
+        u1 = client.xlen(KEYS.ingress("u1") if args.into == "partitions" else KEYS.stream)
         load_avg = os.getloadavg()[0]
-        full = timed_replay(server.url, server.process.pid, "--to", end, "--batch", args.batch)
-        replayed = client.xlen(STREAM) - args.entries
-        # Only the original range again (not the copies): decode every payload, keep u1's.
-        flags = ("--to", end, "--batch", args.batch, "--user", "u1")
-        filtered = timed_replay(server.url, server.process.pid, *flags)
+        full = timed_replay(server.url, pid, "--to", "+", *batch)
+        replayed = total_length(client) - args.entries
+        # Only the original range again (not the copies): every lane, every payload decoded.
+        end = _newest_original(client, args.entries)
+        typed = timed_replay(server.url, pid, "--to", end, *batch, "--event-type", "nothing")
+        by_user = timed_replay(server.url, pid, "--to", end, *batch, "--user", "u1")
     finally:
         client.close()
         server.stop()
     assert replayed == args.entries, f"{replayed} of {args.entries} entries replayed"
     print(f"machine: {machine()}; 1-minute load average before: {load_avg:.1f}")
-    print(report(f"replay (batch {args.batch})", args.entries, full))
-    print(report("replay --user u1 (writes 1 in --users)", args.entries, filtered))
+    print(f"entries loaded into: {args.into}")
+    print(report(f"replay (batch {args.batch}, copied inside Redis)", args.entries, full))
+    print(report("replay --event-type nothing (decodes all, writes none)", args.entries, typed))
+    print(report(f"replay --user u1 (its partition: {u1:,} entries)", u1, by_user))
+
+
+def _newest_original(client: redis.Redis, entries: int) -> str:
+    """The newest id among the loaded entries: every copy the replay made is newer."""
+    newest = []
+    for stream in STREAMS:
+        rows = client.xrange(stream, count=1)
+        if rows:
+            # The originals come first in each stream; the copies were appended after them.
+            originals = [r for r in client.xrange(stream, count=entries) if b"replay_of" not in r[1]]
+            newest.append(originals[-1][0].decode())
+    return max(newest, key=lambda i: tuple(int(x) for x in i.split("-")))
 
 
 if __name__ == "__main__":

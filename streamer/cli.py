@@ -44,13 +44,14 @@ COMMAND_MODULES = (
     "streamer.bridging",
     "streamer.ops.replay.cli",
     "streamer.ops.dlq",
+    "streamer.ops.partition",
     "streamer.gateway.cli",
     "streamer.api.cli",
     "streamer.ops.healthcheck",
 )
 
 # Commands that do not talk to Redis, or that choose their own (`up` starts one).
-_NO_REDIS = frozenset({"token", "up", "healthcheck"})
+_NO_REDIS = frozenset({"token", "up", "healthcheck", "partition"})
 
 
 class Parser(argparse.ArgumentParser):

@@ -7,7 +7,6 @@ run server-side in Lua, in small chunks, so no call ships payloads or blocks Red
 
 from __future__ import annotations
 
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -78,8 +77,11 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+async def server_now_ms(redis: aioredis.Redis) -> int:
+    """Redis's clock (TIME), in unix ms: every age here is measured on it, never on this
+    host's clock, so that hosts whose clocks disagree agree on what is old (as liveness)."""
+    seconds, micros = await redis.time()
+    return int(seconds) * 1000 + int(micros) // 1000
 
 
 def server_lag(group: Mapping[str, object]) -> int | None:
@@ -103,9 +105,16 @@ async def _find_group(redis: aioredis.Redis, stream: str, group: str) -> dict[st
 
 
 async def sample_stream(
-    redis: aioredis.Redis, stream: str, group: str, dlq: str, *, lag_scan_limit: int = 10000
+    redis: aioredis.Redis,
+    stream: str,
+    group: str,
+    dlq: str,
+    *,
+    lag_scan_limit: int = 10000,
+    now_ms: int | None = None,
 ) -> StreamStats:
-    """One stream's length, lag, pending, oldest pending age and DLQ length."""
+    """One stream's length, lag, pending, oldest pending age (on Redis's clock, read now
+    unless ``now_ms`` gives it) and DLQ length."""
     length = await redis.xlen(stream)
     dlq_length = await redis.xlen(dlq)
     found = await _find_group(redis, stream, group)
@@ -117,7 +126,9 @@ async def sample_stream(
         lag = await count_after(redis, stream, last_delivered, lag_scan_limit)
     summary = await redis.xpending(stream, group)
     pending = int(summary["pending"])
-    oldest = _now_ms() - entry_ms(_text(summary["min"])) if pending else None
+    if now_ms is None:
+        now_ms = await server_now_ms(redis)
+    oldest = max(0, now_ms - entry_ms(_text(summary["min"]))) if pending else None
     return StreamStats(length, True, lag, pending, oldest, dlq_length)
 
 
@@ -126,10 +137,14 @@ def ingress_streams(keys: Keys) -> list[tuple[str, str]]:
     return [(p.stream, p.dlq) for p in keys.partitions] + [(keys.stream, keys.dlq)]
 
 
-async def sample_all(redis: aioredis.Redis, keys: Keys) -> list[StreamStats]:
+async def sample_all(
+    redis: aioredis.Redis, keys: Keys, now_ms: int | None = None
+) -> list[StreamStats]:
     """Every ingress stream's stats, in the order of ``ingress_streams``."""
+    now_ms = await server_now_ms(redis) if now_ms is None else now_ms
     return [
-        await sample_stream(redis, stream, keys.group, dlq) for stream, dlq in ingress_streams(keys)
+        await sample_stream(redis, stream, keys.group, dlq, now_ms=now_ms)
+        for stream, dlq in ingress_streams(keys)
     ]
 
 
@@ -152,22 +167,26 @@ async def sample(redis: aioredis.Redis, keys: Keys) -> StreamStats:
     return total(await sample_all(redis, keys))
 
 
-async def consumers(redis: aioredis.Redis, keys: Keys, *, limit: int = 50) -> list[ConsumerInfo]:
-    """Consumers of the group, most pending first, at most ``limit``; each with the age of
-    its oldest pending entry. Idle consumers without pending entries sort last."""
+async def consumers(
+    redis: aioredis.Redis, stream: str, group: str, now_ms: int, *, limit: int = 50
+) -> list[ConsumerInfo]:
+    """Consumers of the group on one stream, most pending first, at most ``limit``; each
+    with the age of its oldest pending entry (at ``now_ms``, Redis's clock). Idle consumers
+    without pending entries sort last."""
     try:
-        rows = await redis.xinfo_consumers(keys.stream, keys.group)
+        rows = await redis.xinfo_consumers(stream, group)
     except ResponseError:  # no stream or no group
         return []
     rows = sorted(rows, key=lambda c: (-int(c["pending"]), int(c["idle"])))[:limit]
     pipe = redis.pipeline(transaction=False)
     holding = [c for c in rows if int(c["pending"])]
     for c in holding:
-        pipe.xpending_range(keys.stream, keys.group, "-", "+", 1, consumername=c["name"])
+        pipe.xpending_range(stream, group, "-", "+", 1, consumername=c["name"])
     oldest: dict[str, int] = {}
     for c, first in zip(holding, await pipe.execute() if holding else [], strict=True):
         if first:
-            oldest[_text(c["name"])] = _now_ms() - entry_ms(_text(first[0]["message_id"]))
+            age = now_ms - entry_ms(_text(first[0]["message_id"]))
+            oldest[_text(c["name"])] = max(0, age)
     return [
         ConsumerInfo(
             _text(c["name"]), int(c["pending"]), int(c["idle"]), oldest.get(_text(c["name"]))
@@ -176,10 +195,36 @@ async def consumers(redis: aioredis.Redis, keys: Keys, *, limit: int = 50) -> li
     ]
 
 
+def merge_consumers(lists: list[list[ConsumerInfo]], limit: int = 50) -> list[ConsumerInfo]:
+    """One consumer's rows over several streams as one: pending summed, the oldest age, the
+    shortest idle time; most pending first, at most ``limit``."""
+    merged: dict[str, ConsumerInfo] = {}
+    for info in (c for rows in lists for c in rows):
+        seen = merged.get(info.name)
+        if seen is None:
+            merged[info.name] = info
+            continue
+        ages = [
+            a for a in (seen.oldest_pending_age_ms, info.oldest_pending_age_ms) if a is not None
+        ]
+        merged[info.name] = ConsumerInfo(
+            info.name,
+            seen.pending + info.pending,
+            min(seen.idle_ms, info.idle_ms),
+            max(ages) if ages else None,
+        )
+    return sorted(merged.values(), key=lambda c: (-c.pending, c.idle_ms))[:limit]
+
+
 async def dead_letter_reasons(
     redis: aioredis.Redis, keys: Keys, *, scan: int = 1000
 ) -> list[tuple[str, int]]:
-    """Reasons among the newest ``scan`` dead letters, most frequent first."""
-    flat = await redis.eval(_TALLY_REASONS, 1, keys.dlq, str(scan))  # type: ignore[misc]
-    pairs = [(_text(flat[i]), int(flat[i + 1])) for i in range(0, len(flat), 2)]
-    return sorted(pairs, key=lambda p: (-p[1], p[0]))
+    """Reasons among the newest ``scan`` dead letters of each DLQ (one script call per DLQ,
+    each in its own slot), summed, most frequent first."""
+    counts: dict[str, int] = {}
+    for _, dlq in ingress_streams(keys):
+        flat = await redis.eval(_TALLY_REASONS, 1, dlq, str(scan))  # type: ignore[misc]
+        for i in range(0, len(flat), 2):
+            reason = _text(flat[i])
+            counts[reason] = counts.get(reason, 0) + int(flat[i + 1])
+    return sorted(counts.items(), key=lambda p: (-p[1], p[0]))

@@ -36,3 +36,13 @@ def user_id(text: str) -> str:
             "characters or braces)"
         )
     return text
+
+
+def topic(text: str) -> str:
+    """A topic name: the same characters as a user id (the event schema's ``Topic``)."""
+    if not valid_user_id(text):
+        raise argparse.ArgumentTypeError(
+            f"not a valid topic: {text!r} (1-256 characters, no spaces, control characters "
+            "or braces)"
+        )
+    return text

@@ -1,4 +1,9 @@
-"""`streamer dlq`: list, show, requeue and purge dead letters (`notify:events:dlq`).
+"""`streamer dlq`: list, show, requeue and purge dead letters, over every DLQ (each ingress
+partition's, ``notify:{<tag>}:dlq``, and the compatibility stream's, ``notify:events:dlq``).
+
+A dead letter is named by its handle, ``<dlq>/<id>`` (``p3/1733000000000-0``,
+``compat/1733000000000-0``); a bare id is looked up in every DLQ and must be in exactly one.
+Requeueing moves a dead letter back to the ingress stream of its own DLQ.
 
 A missing DLQ is the normal state of a healthy system: list, requeue --all/--reason and
 purge report zero for it. An unknown id, a malformed id or time is bad input: one line on
@@ -20,7 +25,6 @@ from typing import Any, TextIO
 import redis.asyncio as aioredis
 import uvloop
 
-from streamer.contract.ids import MAX_ID, MIN_ID
 from streamer.contract.keys import Keys
 from streamer.infra.redis import connect
 from streamer.infra.settings import Env, RedisSettings
@@ -60,9 +64,9 @@ def register(sub: Any) -> None:
     ls.add_argument("--reason", help="only dead letters with this reason")
     ls.add_argument("--limit", type=int, default=50, help="show at most N (default 50)")
     show = actions.add_parser("show", help="print one dead letter in full")
-    show.add_argument("id")
-    requeue = actions.add_parser("requeue", help="move dead letters back to the ingress stream")
-    requeue.add_argument("ids", nargs="*", metavar="ID")
+    show.add_argument("id", metavar="HANDLE", help="p<N>/ID, compat/ID, or an ID in one DLQ")
+    requeue = actions.add_parser("requeue", help="move dead letters back to their ingress streams")
+    requeue.add_argument("ids", nargs="*", metavar="HANDLE", help="p<N>/ID, compat/ID or ID")
     requeue.add_argument("--reason", help="every dead letter with this reason")
     requeue.add_argument("--all", action="store_true", help="every dead letter")
     purge = actions.add_parser("purge", help="delete dead letters older than a time")
@@ -85,34 +89,30 @@ async def dlq_command(
         return EXIT_BAD_INPUT
 
 
-async def _dlq_exists(redis: aioredis.Redis, keys: Keys) -> bool:
-    kind = await source.key_type(redis, keys.dlq)
-    if kind not in ("none", "stream"):
-        raise BadInput(f"{keys.dlq} is a {kind}, not a stream")
-    return kind == "stream"
-
-
 async def list_entries(
     redis: aioredis.Redis, keys: Keys, args: argparse.Namespace, term: Terminal
 ) -> int:
     if args.limit < 1:
         raise BadInput(f"--limit must be >= 1, got {args.limit}")
-    if not await _dlq_exists(redis, keys):
-        print(f"no dead letters ({keys.dlq} does not exist)", file=term.out)
+    found = await deadletters.existing(redis, deadletters.queues(keys))
+    if not found:
+        print("no dead letters (no DLQ exists)", file=term.out)
         return 0
     entry_filter, shown = EntryFilter(reason=args.reason), 0
-    entries = source.pages(redis, keys.dlq, MIN_ID, MAX_ID, 500)
+    entries = deadletters.merged(redis, found)
     async with contextlib.aclosing(entries):
-        async for page in entries:
-            for entry_id, fields in page:
-                if shown < args.limit and entry_filter.matches(fields):
-                    print(_row(entry_id, fields), file=term.out)
-                    shown += 1
-            if shown >= args.limit:
-                break
-    total = await redis.xlen(keys.dlq)
+        async for queue, (entry_id, fields) in entries:
+            if entry_filter.matches(fields):
+                print(_row(queue.handle(entry_id), fields), file=term.out)
+                shown += 1
+                if shown >= args.limit:
+                    break
+    sizes = await deadletters.lengths(redis, found)
+    for queue, size in zip(found, sizes, strict=True):
+        if size:
+            print(f"{queue.name:<7} {size:>8} in {queue.key}", file=term.out)
     which = f" with reason {args.reason}" if args.reason else ""
-    print(f"{shown} shown{which}; {total} dead letters in {keys.dlq}", file=term.out)
+    print(f"{shown} shown{which}; {sum(sizes)} dead letters in all", file=term.out)
     return 0
 
 
@@ -120,12 +120,12 @@ def _text(fields: Fields, name: bytes) -> str:
     return fields.get(name, b"-").decode("utf-8", "replace")
 
 
-def _row(entry_id: bytes, fields: Fields) -> str:
+def _row(handle: str, fields: Fields) -> str:
     error = " ".join(_text(fields, b"error").split())
     if len(error) > _ERROR_WIDTH:
         error = error[: _ERROR_WIDTH - 1] + "…"
     return (
-        f"{entry_id.decode():<16} {_text(fields, b'reason'):<16} "
+        f"{handle:<24} {_text(fields, b'reason'):<16} "
         f"deliveries={_text(fields, b'deliveries'):<3} source={_text(fields, b'source_id'):<16} "
         f"{summary(fields)}  {error}"
     )
@@ -134,12 +134,13 @@ def _row(entry_id: bytes, fields: Fields) -> str:
 async def show_entry(
     redis: aioredis.Redis, keys: Keys, args: argparse.Namespace, term: Terminal
 ) -> int:
-    entry_id = require_id(args.id)
-    (entry,) = await deadletters.fetch(redis, keys.dlq, [entry_id])
-    if entry is None:
-        raise BadInput(f"no dead letter {entry_id} in {keys.dlq}")
-    print(f"{'id':<12} {describe(entry_id)}", file=term.out)
-    for name, value in entry[1].items():
+    ((queue, (entry_id, fields)),) = await deadletters.locate(
+        redis, deadletters.queues(keys), [args.id]
+    )
+    print(f"{'id':<12} {describe(require_id(entry_id))}", file=term.out)
+    print(f"{'handle':<12} {queue.handle(entry_id)}", file=term.out)
+    print(f"{'dlq':<12} {queue.key}", file=term.out)
+    for name, value in fields.items():
         print(f"{name.decode('utf-8', 'replace'):<12} {_value(name, value)}", file=term.out)
     return 0
 
@@ -159,45 +160,67 @@ async def requeue(
     modes = sum((bool(args.ids), args.reason is not None, args.all))
     if modes != 1:
         raise BadInput("requeue needs exactly one of: dead-letter ids, --reason R, --all")
-    ids = list(dict.fromkeys(require_id(text) for text in args.ids))
-    await source.check_appendable(redis, keys.stream)
-    if ids:
-        entries = await deadletters.fetch(redis, keys.dlq, ids)
-        unknown = [str(i) for i, entry in zip(ids, entries, strict=True) if entry is None]
-        if unknown:
-            raise BadInput(f"unknown dead-letter id(s) in {keys.dlq}: {', '.join(unknown)}")
-        count = await deadletters.requeue(redis, keys, [e for e in entries if e is not None])
-    elif await _dlq_exists(redis, keys):
-        entry_filter = EntryFilter(reason=args.reason)
-        count = await deadletters.requeue_matching(redis, keys, entry_filter, term.stop)
+    all_queues = deadletters.queues(keys)
+    for stream in dict.fromkeys(q.stream for q in all_queues):
+        await source.check_appendable(redis, stream)
+    if args.ids:
+        counts = await _requeue_located(
+            redis, await deadletters.locate(redis, all_queues, args.ids)
+        )
     else:
-        count = deadletters.RequeueCount(finished=True)
-    gone = f" ({count.gone} already gone)" if count.gone else ""
-    print(f"requeued {count.requeued} dead letters into {keys.stream}{gone}", file=term.out)
-    if not count.finished:
+        entry_filter = EntryFilter(reason=args.reason)
+        counts = await deadletters.requeue_everywhere(redis, all_queues, entry_filter, term.stop)
+    _report_requeue(all_queues, counts, term.out)
+    if not all(c.finished for c in counts.values()):
         print("interrupted: run the same command again to requeue the rest", file=term.out)
         return 130
     return 0
 
 
+async def _requeue_located(
+    redis: aioredis.Redis, located: list[tuple[deadletters.DeadLetterQueue, deadletters.Entry]]
+) -> dict[str, deadletters.RequeueCount]:
+    by_queue: dict[deadletters.DeadLetterQueue, list[deadletters.Entry]] = {}
+    for queue, entry in located:
+        by_queue.setdefault(queue, []).append(entry)
+    return {q.name: await deadletters.requeue(redis, q, e) for q, e in by_queue.items()}
+
+
+def _report_requeue(
+    all_queues: tuple[deadletters.DeadLetterQueue, ...],
+    counts: dict[str, deadletters.RequeueCount],
+    out: TextIO,
+) -> None:
+    requeued = sum(c.requeued for c in counts.values())
+    gone = sum(c.gone for c in counts.values())
+    note = f" ({gone} already gone)" if gone else ""
+    print(f"requeued {requeued} dead letters{note}", file=out)
+    for queue in all_queues:
+        count = counts.get(queue.name)
+        if count is not None and count.requeued:
+            print(f"{queue.name:<7} {count.requeued:>8} into {queue.stream}", file=out)
+
+
 async def purge(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace, term: Terminal) -> int:
     cutoff = parse_bound(args.before, end=False, now_ms=int(time.time() * 1000))
-    if not await _dlq_exists(redis, keys):
-        print(f"purged 0 dead letters ({keys.dlq} does not exist)", file=term.out)
-        return 0
-    counted = await deadletters.count_before(redis, keys.dlq, cutoff)
-    minid = deadletters.purge_limit(cutoff, counted)
-    if minid is None:
+    found = await deadletters.existing(redis, deadletters.queues(keys))
+    counted = [await deadletters.count_before(redis, q.key, cutoff) for q in found]
+    limits = [deadletters.purge_limit(cutoff, c) for c in counted]
+    targets = [(q, minid) for q, minid in zip(found, limits, strict=True) if minid is not None]
+    if not targets:
         print(f"no dead letters before {describe(cutoff)}", file=term.out)
         return 0
+    total = sum(c.count for c in counted)
     question = (
-        f"delete {counted.count} dead letters before {describe(cutoff)} from {keys.dlq}? [y/N] "
+        f"delete {total} dead letters before {describe(cutoff)} from {len(targets)} DLQ(s)? [y/N] "
     )
     if not args.yes and not term.confirm(question):
         print("purge cancelled; nothing deleted", file=term.out)
         return 1
-    deleted = await deadletters.purge_before(redis, keys.dlq, minid)
-    print(f"purged {deleted} dead letters before {describe(cutoff)}", file=term.out)
+    deleted = [await deadletters.purge_before(redis, q.key, minid) for q, minid in targets]
+    print(f"purged {sum(deleted)} dead letters before {describe(cutoff)}", file=term.out)
+    for (queue, _), n in zip(targets, deleted, strict=True):
+        print(f"{queue.name:<7} {n:>8} from {queue.key}", file=term.out)
     return 0
 
 

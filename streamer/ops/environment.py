@@ -189,6 +189,7 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "status": (*_REDIS, *_LOCAL),
     "replay": (*_REDIS, *_LOCAL),
     "dlq": (*_REDIS, *_LOCAL),
+    "partition": ("KEY_PREFIX", "INGRESS_PARTITIONS"),
     "up": (
         "REDIS_URL", "STREAMER_DATA_DIR", "EMBEDDED_REDIS_PORT", "GATEWAY_PORT", "GATEWAY_HOST",
         "METRICS_PORT", "METRICS_HOST", "JWT_SECRET", "DEMO_MODE", "ENABLE_RABBITMQ_CONSUMER",

@@ -1,8 +1,13 @@
-"""`streamer status`: stream length, lag, pending per consumer, dead letters, live workers
-and gateways, as a table or JSON.
+"""`streamer status`: the ingress streams (totals over the partitions and the
+compatibility stream, the worst partitions, who owns each), consumers, dead letters, live
+workers and gateways, as a table or JSON.
 
-Exit code: 0 healthy, 1 unhealthy (no live worker, lag or DLQ over its threshold, Redis
-unreachable), so the command can serve as a check.
+Every age and liveness judgment is made on Redis's clock (TIME), never this host's, like the
+processes' own heartbeats: a host whose clock is off sees the same live processes.
+
+Exit code: 0 healthy, 1 unhealthy (no live worker, lag or DLQ over its threshold, a
+partition with work waiting and no owner, Redis unreachable), so the command can serve as a
+check.
 """
 
 from __future__ import annotations
@@ -10,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -25,8 +29,15 @@ from streamer.infra.stream_stats import (
     StreamStats,
     consumers,
     dead_letter_reasons,
-    sample,
+    merge_consumers,
+    sample_all,
+    server_now_ms,
+    total,
 )
+from streamer.worker.assignment import Unit, units
+from streamer.worker.leases import holder
+
+WORST_SHOWN = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,8 +66,29 @@ class Gateway:
 
 
 @dataclass(frozen=True, slots=True)
+class Partition:
+    """One ingress stream (a partition, or the compatibility stream: ``index`` -1) with its
+    figures and the worker holding its lease (None: no owner)."""
+
+    index: int
+    name: str
+    stream: str
+    length: int
+    group_exists: bool
+    lag: int | None
+    pending: int
+    oldest_pending_age_ms: int | None
+    dlq_length: int
+    owner: str | None
+    owner_live: bool
+
+
+@dataclass(frozen=True, slots=True)
 class Report:
-    stream: StreamStats
+    stream: StreamStats  # totals over every ingress stream
+    compat: Partition
+    partitions: list[Partition]
+    now_ms: int  # Redis's clock when the report was taken
     consumers: list[ConsumerInfo]
     dead_letter_reasons: list[tuple[str, int]]
     workers: list[Worker]
@@ -68,6 +100,17 @@ class Report:
     def healthy(self) -> bool:
         return not self.problems
 
+    @property
+    def worst(self) -> list[Partition]:
+        """The partitions most behind (by lag, then pending), at most WORST_SHOWN, only
+        those with anything to do."""
+        busy = [p for p in self.partitions if (p.lag or 0) or p.pending]
+        return sorted(busy, key=lambda p: (-(p.lag or 0), -p.pending, p.index))[:WORST_SHOWN]
+
+    @property
+    def unowned(self) -> list[Partition]:
+        return [p for p in self.partitions if p.owner is None]
+
 
 def register(sub: Any) -> None:
     p: argparse.ArgumentParser = sub.add_parser("status", help="show stream and delivery health")
@@ -78,11 +121,21 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=handle)
 
 
-def problems(stats: StreamStats, workers: list[Worker], thresholds: Thresholds) -> list[str]:
-    """What makes the deployment unhealthy; empty when it is healthy."""
+def problems(
+    stats: StreamStats,
+    workers: list[Worker],
+    thresholds: Thresholds,
+    streams: Sequence[Partition] = (),
+) -> list[str]:
+    """What makes the deployment unhealthy; empty when it is healthy. A stream without an
+    owner is a problem only when work waits in it and some worker is live (else "no live
+    worker" says it already); a moment's gap during a rebalance shows up too."""
     found = []
     if not workers:
         found.append("no live worker")
+    stranded = [p.name for p in streams if p.owner is None and ((p.lag or 0) or p.pending)]
+    if workers and stranded:
+        found.append(f"work waiting without an owner: {', '.join(stranded)}")
     if stats.lag is not None and stats.lag > thresholds.max_lag:
         found.append(f"lag {stats.lag} > {thresholds.max_lag}")
     if stats.dlq_length > thresholds.max_dlq:
@@ -132,21 +185,46 @@ async def _gateways(
     return gateways, int(stale)
 
 
+async def _owners(redis: aioredis.Redis, all_units: Sequence[Unit]) -> list[str | None]:
+    """The worker holding each unit's lease (None: nobody)."""
+    pipe = redis.pipeline(transaction=False)  # one GET per slot: never a multi-key command
+    for unit in all_units:
+        pipe.get(unit.lease)
+    return [holder(value) for value in await pipe.execute()]
+
+
+def _partition(unit: Unit, s: StreamStats, owner: str | None, live: set[str]) -> Partition:
+    return Partition(
+        unit.index, unit.name, unit.stream, s.length, s.group_exists, s.lag, s.pending,
+        s.oldest_pending_age_ms, s.dlq_length, owner, owner in live,
+    )  # fmt: skip
+
+
 async def collect(redis: aioredis.Redis, keys: Keys, thresholds: Thresholds) -> Report:
-    now_ms = int(time.time() * 1000)
-    stats = await sample(redis, keys)
-    workers = [
-        Worker(w, age) for w, age in await _live(redis, keys.workers, now_ms, thresholds.live_ms)
+    now_ms = await server_now_ms(redis)
+    all_units = units(keys)  # the partitions, then the compatibility stream
+    stats = await sample_all(redis, keys, now_ms)
+    owners = await _owners(redis, all_units)
+    live = await _live(redis, keys.workers, now_ms, thresholds.live_ms)
+    workers = [Worker(w, age) for w, age in live]
+    streams = [
+        _partition(u, s, o, {w.id for w in workers})
+        for u, s, o in zip(all_units, stats, owners, strict=True)
     ]
+    totals = total(stats)
     gateways, stale = await _gateways(redis, keys, now_ms, thresholds.live_ms)
+    held = [await consumers(redis, u.stream, keys.group, now_ms) for u in all_units]
     return Report(
-        stream=stats,
-        consumers=await consumers(redis, keys),
-        dead_letter_reasons=await dead_letter_reasons(redis, keys) if stats.dlq_length else [],
+        stream=totals,
+        compat=streams[-1],
+        partitions=streams[:-1],
+        now_ms=now_ms,
+        consumers=merge_consumers(held),
+        dead_letter_reasons=await dead_letter_reasons(redis, keys) if totals.dlq_length else [],
         workers=workers,
         gateways=gateways,
         stale_gateways=stale,
-        problems=problems(stats, workers, thresholds),
+        problems=problems(totals, workers, thresholds, streams),
     )
 
 
@@ -171,16 +249,53 @@ def _table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> list[str
     ]
 
 
+def _figures(length: int, lag: int | None, pending: int, oldest: int | None) -> str:
+    return (
+        f"length {length}, lag {'-' if lag is None else lag}, "
+        f"pending {pending} (oldest {_age(oldest)})"
+    )
+
+
+def _owner(p: Partition) -> str:
+    if p.owner is None:
+        return "UNOWNED"
+    return p.owner if p.owner_live else f"{p.owner} (not live)"
+
+
 def _stream_lines(report: Report, keys: Keys) -> list[str]:
-    s = report.stream
+    s, c = report.stream, report.compat
     reasons = ", ".join(f"{reason} {count}" for reason, count in report.dead_letter_reasons[:5])
+    missing = [p.name for p in (*report.partitions, c) if not p.group_exists]
     return [
-        f"stream {keys.stream}: length {s.length}, lag {'-' if s.lag is None else s.lag}, "
-        f"pending {s.pending} (oldest {_age(s.oldest_pending_age_ms)})",
-        f"group {keys.group}: {'present' if s.group_exists else 'MISSING'}",
-        f"dead letters {keys.dlq}: {s.dlq_length}"
+        f"ingress ({len(report.partitions)} partitions + {keys.stream}): "
+        + _figures(s.length, s.lag, s.pending, s.oldest_pending_age_ms),
+        f"stream {keys.stream} (compatibility): "
+        + _figures(c.length, c.lag, c.pending, c.oldest_pending_age_ms)
+        + f", dead letters {c.dlq_length}, owner {_owner(c)}",
+        f"group {keys.group}: "
+        + (f"MISSING on {', '.join(missing)}" if missing else "present on every stream"),
+        f"dead letters (every DLQ): {s.dlq_length}"
         + (f" (newest by reason: {reasons})" if reasons else ""),
     ]
+
+
+def _partition_lines(report: Report) -> list[str]:
+    unowned = report.unowned
+    owned = len(report.partitions) - len(unowned)
+    lines = [
+        f"partitions owned: {owned} of {len(report.partitions)}"
+        + (f"; UNOWNED: {', '.join(p.name for p in unowned)}" if unowned else "")
+    ]
+    worst = report.worst
+    if not worst:
+        return [*lines, "worst partitions: none (no lag, nothing pending)"]
+    rows = [
+        (p.name, p.lag, p.pending, _age(p.oldest_pending_age_ms), p.dlq_length, _owner(p))
+        for p in worst
+    ]
+    headers = ("PARTITION", "LAG", "PENDING", "OLDEST", "DLQ", "OWNER")
+    title = f"worst partitions (by lag, then pending; top {WORST_SHOWN}):"
+    return [*lines, title, *_table(headers, rows)]
 
 
 def _consumer_lines(report: Report) -> list[str]:
@@ -194,8 +309,15 @@ def _consumer_lines(report: Report) -> list[str]:
 
 def _worker_lines(report: Report) -> list[str]:
     lines = [f"live workers: {len(report.workers)}"]
-    rows = [(w.id, _age(w.heartbeat_age_ms) + " ago") for w in report.workers]
-    return lines + (_table(("ID", "HEARTBEAT"), rows) if rows else [])
+    held: dict[str, list[str]] = {}
+    for p in (*report.partitions, report.compat):
+        if p.owner is not None:
+            held.setdefault(p.owner, []).append(p.name)
+    rows = [
+        (w.id, _age(w.heartbeat_age_ms) + " ago", " ".join(held.get(w.id, [])) or "-")
+        for w in report.workers
+    ]
+    return lines + (_table(("ID", "HEARTBEAT", "OWNS"), rows) if rows else [])
 
 
 def _gateway_lines(report: Report) -> list[str]:
@@ -223,6 +345,7 @@ def render(report: Report, keys: Keys) -> str:
     return "\n".join(
         [
             *_stream_lines(report, keys),
+            *_partition_lines(report),
             *_consumer_lines(report),
             *_worker_lines(report),
             *_gateway_lines(report),
@@ -234,6 +357,8 @@ def render(report: Report, keys: Keys) -> str:
 def to_json(report: Report) -> str:
     body = asdict(report)
     body["dead_letter_reasons"] = [{"reason": r, "count": n} for r, n in report.dead_letter_reasons]
+    body["worst_partitions"] = [p.index for p in report.worst]
+    body["unowned_partitions"] = [p.index for p in report.unowned]
     body["healthy"] = report.healthy
     return json.dumps(body, indent=2)
 

@@ -24,6 +24,15 @@ _LEASE = LuaScript.load("streamer.lua", "lease.lua")
 NOT_TAKEN, TAKEN_FREE, HANDED_OVER = 0, 1, 2
 
 
+def holder(value: bytes | str | None) -> str | None:
+    """The worker id in a lease key's value (``<worker id>:<epoch>``); None when the lease
+    is missing or was handed over (the empty string)."""
+    if not value:
+        return None
+    text = value.decode() if isinstance(value, bytes) else value
+    return text.rpartition(":")[0] or text
+
+
 class Leases:
     """The leases this worker holds, by lease key."""
 

@@ -50,12 +50,12 @@ P = TypeVar("P", bound=StreamerProcess)
 
 # `streamer status`'s default liveness window; lag and DLQ limits do not matter here.
 _THRESHOLDS = Thresholds(max_lag=1 << 62, max_dlq=1 << 62, live_ms=15000)
-_DLQ_ROW = re.compile(r"^(\d+-\d+)\s+(\S+)\s+deliveries=\S*\s+source=(\S+)")
+_DLQ_ROW = re.compile(r"^(\S+/\d+-\d+)\s+(\S+)\s+deliveries=\S*\s+source=(\S+)")
 
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
-    id: str
+    id: str  # its handle: <dlq>/<id>, as `streamer dlq list` prints it
     reason: str
     source_id: str
 

@@ -16,8 +16,17 @@ from streamer.ops.replay import deadletters
 from streamer.ops.replay.ids import require_id
 from streamer.push.base import PushRequest
 from streamer.worker.main import Worker
-from tests.support.events import KEYS, add_events, payload, user_log_numbers, worker_settings
+from tests.support.events import (
+    KEYS,
+    add_events,
+    dlq_reasons,
+    payload,
+    user_log_numbers,
+    worker_settings,
+)
 from tests.support.servers import RedisServer
+
+COMPAT = deadletters.queues(KEYS)[-1]
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -66,7 +75,8 @@ async def test_requeue_all_of_fixed_entries_delivers_them_and_empties_the_dlq(
     await Worker(redis, worker_settings(redis_server.url, MAX_PAYLOAD_BYTES="100")).drain()
     assert await redis.xlen(KEYS.dlq) == 5
     code, out, _ = await dlq(redis, "requeue", "--all")
-    assert code == 0 and out.startswith("requeued 5 dead letters into notify:events")
+    assert code == 0 and out.startswith("requeued 5 dead letters\n")
+    assert out.splitlines()[1].split() == ["compat", "5", "into", "notify:events"]
     fixed = Worker(redis, worker_settings(redis_server.url))
     await fixed.drain()
     assert await user_log_numbers(redis, "u1") == [0, 2, 4, 6, 8, 1, 3, 5, 7, 9]
@@ -91,15 +101,15 @@ async def test_requeue_by_reason_after_a_provider_outage_leaves_other_reasons(
     )
     worker = Worker(redis, settings, {"push_ios": provider})  # type: ignore[dict-item]
     await worker.drain()
-    assert sorted(f[b"reason"] for _, f in await redis.xrange(KEYS.dlq)) == [
-        b"max_deliveries", b"max_deliveries", b"max_deliveries", b"schema",
+    assert sorted(await dlq_reasons(redis)) == [
+        "max_deliveries", "max_deliveries", "max_deliveries", "schema",
     ]  # fmt: skip
     provider.down = False
     code, out, _ = await dlq(redis, "requeue", "--reason", "max_deliveries")
     await worker.drain()
     assert code == 0 and out.startswith("requeued 3 dead letters")
     assert provider.delivered == [0, 1, 2]
-    assert [f[b"reason"] for _, f in await redis.xrange(KEYS.dlq)] == [b"schema"]
+    assert await dlq_reasons(redis) == ["schema"]
 
 
 async def test_requeue_with_an_unknown_id_exits_2_and_writes_nothing(
@@ -110,7 +120,7 @@ async def test_requeue_with_an_unknown_id_exits_2_and_writes_nothing(
     before = (await redis.xrange(KEYS.dlq), await redis.exists(KEYS.stream))
     code, out, err = await dlq(redis, "requeue", known.decode(), "1-1")
     assert code == 2 and out == ""
-    assert err == "streamer dlq: unknown dead-letter id(s) in notify:events:dlq: 1-1\n"
+    assert err == "streamer dlq: unknown dead-letter id(s): 1-1\n"
     assert (await redis.xrange(KEYS.dlq), await redis.exists(KEYS.stream)) == before
 
 
@@ -131,7 +141,7 @@ async def test_requeue_skips_dead_letters_removed_meanwhile(redis: aioredis.Redi
     second = await redis.xadd(KEYS.dlq, {"payload": payload("u1", 2), "source_id": "2-0"})
     entries = await deadletters.fetch(redis, KEYS.dlq, [require_id(first), require_id(second)])
     await redis.xdel(KEYS.dlq, first)
-    count = await deadletters.requeue(redis, KEYS, [e for e in entries if e is not None])
+    count = await deadletters.requeue(redis, COMPAT, [e for e in entries if e is not None])
     assert (count.requeued, count.gone) == (1, 1)
     assert [f[b"replay_of"] for _, f in await redis.xrange(KEYS.stream)] == [b"2-0"]
     assert await redis.xlen(KEYS.dlq) == 0
@@ -148,11 +158,12 @@ async def test_list_filters_by_reason_and_limit_and_show_prints_everything(
     code, out, _ = await dlq(redis, "list", "--reason", "schema", "--limit", "2")
     rows = out.splitlines()
     assert code == 0 and [r.split()[:2] for r in rows[:2]] == [
-        ["100-0", "schema"],
-        ["102-0", "schema"],
+        ["compat/100-0", "schema"],
+        ["compat/102-0", "schema"],
     ]
     assert "user=u2 type=test" in rows[1] and "err 2" in rows[1]
-    assert rows[2] == "2 shown with reason schema; 4 dead letters in notify:events:dlq"
+    assert rows[2].split() == ["compat", "4", "in", "notify:events:dlq"]
+    assert rows[3] == "2 shown with reason schema; 4 dead letters in all"
     code, out, _ = await dlq(redis, "show", "101-0")
     assert code == 0
     assert "reason       too_large" in out and "source_id    1-0" in out
@@ -162,7 +173,7 @@ async def test_list_filters_by_reason_and_limit_and_show_prints_everything(
 
 async def test_missing_dlq_is_an_empty_dlq(redis: aioredis.Redis) -> None:
     """With no DLQ at all, list/requeue/purge report nothing to do and create no keys."""
-    assert (await dlq(redis, "list"))[1] == "no dead letters (notify:events:dlq does not exist)\n"
+    assert (await dlq(redis, "list"))[1] == "no dead letters (no DLQ exists)\n"
     assert (await dlq(redis, "requeue", "--all"))[1].startswith("requeued 0 dead letters")
     assert (await dlq(redis, "purge", "--before", "+", "--yes"))[0] == 0
     assert await redis.dbsize() == 0
@@ -203,3 +214,115 @@ async def test_purge_deletes_only_what_was_counted_and_confirmed(
     assert isinstance(term.out, io.StringIO)
     assert code == 0 and term.out.getvalue().startswith("purged 3 dead letters")
     assert [eid for eid, _ in await redis.xrange(KEYS.dlq)] == late
+
+
+def users_in_distinct_partitions(count: int) -> list[str]:
+    users: dict[int, str] = {}
+    for n in range(1000):
+        users.setdefault(KEYS.of_user(f"user{n}").index, f"user{n}")
+        if len(users) == count:
+            break
+    return list(users.values())
+
+
+async def test_dead_letters_of_two_partitions_and_compat_are_merged_and_requeued_home(
+    redis: aioredis.Redis, redis_server: RedisServer
+) -> None:
+    """list merges every DLQ oldest first with handles and totals; requeue --all sends each
+    dead letter to its own DLQ's stream, and a fixed worker delivers each once."""
+    a, b, c = users_in_distinct_partitions(3)
+    await add_events(redis, [big(1, a), big(2, b), big(3, a)], direct=True)
+    await add_events(redis, [big(4, c)])  # an unchanged producer: the compatibility stream
+    await Worker(redis, worker_settings(redis_server.url, MAX_PAYLOAD_BYTES="100")).drain()
+    pa, pb = KEYS.of_user(a), KEYS.of_user(b)
+    code, out, _ = await dlq(redis, "list")
+    rows = out.splitlines()
+    handles = [row.split()[0] for row in rows[:4]]
+    assert code == 0 and sorted(h.split("/")[0] for h in handles) == sorted(
+        [f"p{pa.index}", f"p{pa.index}", f"p{pb.index}", "compat"]
+    )
+    ids = [require_id(h.split("/")[1]) for h in handles]
+    assert ids == sorted(ids)
+    assert rows[-1] == "4 shown; 4 dead letters in all"
+    assert {r.split()[0]: r.split()[1] for r in rows[4:-1]} == {
+        f"p{pa.index}": "2", f"p{pb.index}": "1", "compat": "1",
+    }  # fmt: skip
+    code, out, _ = await dlq(redis, "requeue", "--all")
+    assert code == 0 and out.startswith("requeued 4 dead letters\n")
+    assert [await redis.xlen(s) for s in (pa.stream, pb.stream)] == [4, 2]  # 2 + 1 requeued
+    assert sum(b"requeued_from" in f for _, f in await redis.xrange(KEYS.stream)) == 1
+    fixed = Worker(redis, worker_settings(redis_server.url))
+    await fixed.drain()
+    await fixed.drain()
+    assert [await user_log_numbers(redis, u) for u in (a, b, c)] == [[1, 3], [2], [4]]
+    assert await dlq_reasons(redis) == []
+
+
+async def test_a_bare_id_in_several_dlqs_is_ambiguous_and_a_handle_picks_one(
+    redis: aioredis.Redis,
+) -> None:
+    """A bare id present in two DLQs: show/requeue exit 2 naming both handles and write
+    nothing; the handle selects one; a bare id in one DLQ only still works."""
+    part = KEYS.partitions[3]
+    for dlq_key in (part.dlq, KEYS.dlq):
+        await redis.xadd(dlq_key, {"payload": payload("u1", 1), "reason": "schema"}, id="100-0")
+    await redis.xadd(KEYS.dlq, {"payload": payload("u1", 2), "reason": "schema"}, id="200-0")
+    code, out, err = await dlq(redis, "requeue", "100-0")
+    assert code == 2 and out == ""
+    assert err == (
+        "streamer dlq: ambiguous dead-letter id(s), name one by its handle: "
+        "100-0 is in 2 DLQs: p3/100-0, compat/100-0\n"
+    )
+    assert not await redis.exists(part.stream, KEYS.stream)
+    assert (await dlq(redis, "show", "100"))[0] == 2
+    code, out, _ = await dlq(redis, "show", "p3/100-0")
+    assert code == 0 and f"dlq          {part.dlq}" in out
+    code, out, _ = await dlq(redis, "requeue", "p3/100-0", "200-0")
+    assert code == 0 and out.startswith("requeued 2 dead letters\n")
+    assert [await redis.xlen(k) for k in (part.stream, KEYS.stream, part.dlq, KEYS.dlq)] == [
+        1, 1, 0, 1,
+    ]  # fmt: skip
+    assert (await dlq(redis, "show", "p99/1-0"))[2].startswith("streamer dlq: no DLQ named")
+
+
+async def test_purge_goes_over_every_dlq_with_one_confirmation(redis: aioredis.Redis) -> None:
+    """purge --before counts the older dead letters of every DLQ, asks once with the total
+    and deletes only those."""
+    questions: list[str] = []
+    for dlq_key in (KEYS.partitions[0].dlq, KEYS.partitions[5].dlq, KEYS.dlq):
+        for ms in (1000, 2000, 5000):
+            await redis.xadd(dlq_key, {"payload": payload("u1", ms)}, id=f"{ms}-*")
+
+    def confirm(question: str) -> bool:
+        questions.append(question)
+        return True
+
+    term = Terminal(io.StringIO(), io.StringIO(), confirm=confirm)
+    code = await dlq_command(redis, KEYS, parse("purge", "--before", "3000"), term)
+    assert code == 0 and len(questions) == 1
+    assert questions[0].startswith("delete 6 dead letters before 3000-0 ")
+    assert isinstance(term.out, io.StringIO) and term.out.getvalue().startswith("purged 6 ")
+    assert await redis.xlen(KEYS.dlq) == 1
+    assert [await redis.xlen(p.dlq) for p in KEYS.partitions[:6:5]] == [1, 1]
+
+
+async def test_an_interrupted_compat_requeue_never_appends_twice(
+    redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The compatibility DLQ lies in another slot than its stream: a dead letter appended
+    but not yet deleted (a run that died between the two) is deleted, not appended, by the
+    next run."""
+    await redis.xadd(KEYS.dlq, {"payload": payload("u1", 1), "source_id": "1-0"})
+    assert not COMPAT.single_slot
+
+    async def dies(*_: object) -> int:
+        raise ConnectionError("gone")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(redis, "xdel", dies)
+        with pytest.raises(ConnectionError):
+            await dlq(redis, "requeue", "--all")
+    assert await redis.xlen(KEYS.stream) == 1 and await redis.xlen(KEYS.dlq) == 1
+    code, out, _ = await dlq(redis, "requeue", "--all")
+    assert code == 0 and out.startswith("requeued 0 dead letters (1 already gone)")
+    assert await redis.xlen(KEYS.stream) == 1 and await redis.xlen(KEYS.dlq) == 0

@@ -20,6 +20,7 @@ from streamer.infra.stream_stats import (
 )
 from streamer.ops import status
 from streamer.ops.status import Thresholds, Worker, collect, problems, render
+from streamer.worker.assignment import units
 from tests.support.events import KEYS, add_events, payload
 from tests.support.servers import RedisServer, free_port
 
@@ -137,6 +138,7 @@ async def test_collect_reports_consumers_workers_and_gateways(redis: aioredis.Re
     await redis.zadd(KEYS.gateways, {"gw1": now - 500, "gw-dead": now - 60_000})
     info = {"sockets": 7, "users": 5, "host": "10.0.0.9", "port": 8765, "started_ms": now - 90_000}
     await redis.hset(KEYS.gateway_info("gw1"), mapping=info)  # type: ignore[arg-type]
+    await redis.set(units(KEYS)[-1].lease, "w1:0a1b")  # w1 owns the compatibility stream
     report = await collect(redis, KEYS, LOOSE)
     assert [(c.name, c.pending) for c in report.consumers] == [
         ("c-busy", 4),
@@ -153,6 +155,8 @@ async def test_collect_reports_consumers_workers_and_gateways(redis: aioredis.Re
     assert report.healthy
     text = render(report, KEYS)
     assert "c-busy" in text and "10.0.0.9:8765" in text and text.endswith("status: OK")
+    assert report.compat.owner == "w1" and report.compat.owner_live
+    assert "stream notify:events (compatibility): length 10" in text and "owner w1\n" in text
 
 
 def test_problems_name_each_unhealthy_condition() -> None:
@@ -189,7 +193,11 @@ def test_cli_json_exit_codes_follow_health(
     assert body["dead_letter_reasons"] == [{"reason": "schema", "count": 1}]
     client.zadd(KEYS.workers, {"w1": _now_ms()})
     code, out = _run_status(monkeypatch, capsys, redis_server.url, "--json")
-    assert code == 0 and json.loads(out)["workers"][0]["id"] == "w1"
+    body = json.loads(out)
+    assert code == 0 and body["workers"][0]["id"] == "w1"
+    assert len(body["partitions"]) == KEYS.partition_count and body["compat"]["name"] == "compat"
+    assert body["unowned_partitions"] == list(range(KEYS.partition_count))
+    assert body["worst_partitions"] == [] and body["stream"]["dlq_length"] == 1
     code, out = _run_status(monkeypatch, capsys, redis_server.url, "--max-dlq", "0")
     assert code == 1 and out.strip().endswith("UNHEALTHY: dlq 1 > 0")
     client.close()
@@ -202,3 +210,63 @@ def test_cli_reports_unreachable_redis_as_unhealthy(
     code, out = _run_status(monkeypatch, capsys, f"redis://127.0.0.1:{free_port()}/0", "--json")
     assert code == 1
     assert json.loads(out)["problems"][0].startswith("redis unreachable")
+
+
+async def _partition_backlog(redis: aioredis.Redis, index: int, total: int, read: int) -> None:
+    """``total`` entries in partition ``index``; its group has handed ``read`` of them out."""
+    stream = KEYS.partitions[index].stream
+    for n in range(total):
+        await redis.xadd(stream, {"payload": payload("u1", n)})
+    await redis.xgroup_create(stream, GROUP, "0")
+    if read:
+        await redis.xreadgroup(GROUP, "w1", {stream: ">"}, count=read)
+
+
+async def test_collect_totals_partitions_ranks_the_worst_and_names_their_owners(
+    redis: aioredis.Redis,
+) -> None:
+    """Totals add every partition and the compatibility stream; the worst partitions are
+    ranked by lag then pending (top 5); owners come from the lease keys, a partition with
+    work and no lease is flagged and makes the report unhealthy."""
+    for index, (total_, read) in enumerate(
+        [(3, 0), (9, 2), (5, 5), (7, 0), (2, 1), (4, 4), (1, 0)]
+    ):
+        await _partition_backlog(redis, index, total_, read)
+    await redis.xadd(KEYS.partitions[2].dlq, {"reason": "schema"})
+    all_units = units(KEYS)
+    now = (await redis.time())[0] * 1000
+    await redis.zadd(KEYS.workers, {"w1": now, "w2": now})
+    for unit in all_units:
+        if unit.index != 3:
+            owner = "w1" if unit.index % 2 == 0 else "w2"
+            await redis.set(unit.lease, f"{owner}:ep{unit.index}")
+    await redis.set(all_units[1].lease, "")  # handed over a moment ago: nobody holds it
+    report = await collect(redis, KEYS, LOOSE)
+    assert (report.stream.length, report.stream.pending, report.stream.dlq_length) == (31, 12, 1)
+    assert [p.name for p in report.worst] == ["p1", "p3", "p0", "p4", "p6"]
+    assert [p.index for p in report.unowned] == [1, 3]
+    assert report.partitions[2].owner == "w1" and report.partitions[5].owner == "w2"
+    assert report.problems == ["work waiting without an owner: p1, p3"]
+    text = render(report, KEYS)
+    assert f"partitions owned: {KEYS.partition_count - 2} of {KEYS.partition_count}" in text
+    assert "UNOWNED: p1, p3" in text and "worst partitions" in text
+    owns = text[text.index("live workers: 2") :].splitlines()[2].split()
+    assert owns[0] == "w1" and owns[-1] == "p14" and "p1" not in owns and "p2" in owns
+
+
+async def test_ages_and_liveness_use_the_redis_clock_not_the_hosts(
+    redis: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With this host's clock an hour ahead, heartbeats written on Redis's clock are still
+    live and pending ages stay small: status never reads the host clock."""
+    await _partition_backlog(redis, 0, 2, 2)
+    seconds, _ = await redis.time()
+    await redis.zadd(KEYS.workers, {"w1": seconds * 1000})
+    await redis.zadd(KEYS.gateways, {"gw1": seconds * 1000})
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + 3600)
+    report = await collect(redis, KEYS, LOOSE)
+    assert [w.id for w in report.workers] == ["w1"] and [g.id for g in report.gateways] == ["gw1"]
+    age = report.partitions[0].oldest_pending_age_ms
+    assert age is not None and age < 60_000
+    assert report.now_ms // 1000 - seconds < 60

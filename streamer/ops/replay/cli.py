@@ -1,5 +1,7 @@
-"""`streamer replay`: append a range of the ingress stream (or of the dead-letter stream)
-to the ingress stream again, so the workers process those entries a second time."""
+"""`streamer replay`: append a range of the ingress streams (every partition's and the
+compatibility stream) or of the dead-letter streams again, each entry into its own ingress
+stream, so the workers process those entries a second time. One --from/--to range covers
+every stream, and an interrupted replay resumes from one bound for all of them."""
 
 from __future__ import annotations
 
@@ -22,7 +24,7 @@ from streamer.ops.replay import runner
 from streamer.ops.replay.entries import EntryFilter, summary
 from streamer.ops.replay.ids import BadInput, describe, format_bound, parse_range
 from streamer.ops.replay.interrupt import stop_on_interrupt
-from streamer.ops.replay.runner import ReplayPlan, ReplayState
+from streamer.ops.replay.runner import Lane, ReplayPlan, ReplayState
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -38,8 +40,12 @@ def register(sub: Any) -> None:
     bound = "a stream id, epoch ms, ISO 8601 time or age (15m, 2h, 7d)"
     p.add_argument("--from", dest="start", required=True, metavar="START", help=f"- or {bound}")
     p.add_argument("--to", dest="end", required=True, metavar="END", help=f"+ or {bound}")
-    p.add_argument("--source", default="events", help="events (default) or dlq")
-    p.add_argument("--user", help="only events of this user")
+    p.add_argument(
+        "--source",
+        default="events",
+        help="events (default: every ingress stream) or dlq (every DLQ)",
+    )
+    p.add_argument("--user", help="only events of this user (reads only its partition)")
     p.add_argument("--event-type", help="only events of this type")
     p.add_argument("--channel", help="only events targeting this channel")
     p.add_argument("--dry-run", action="store_true", help="count and show matches; write nothing")
@@ -48,11 +54,20 @@ def register(sub: Any) -> None:
     p.set_defaults(handler=handle)
 
 
-def source_key(name: str, keys: Keys) -> str:
+def lanes(name: str, keys: Keys, user: str | None) -> tuple[Lane, ...]:
+    """The streams a replay reads, each with the stream it appends to. ``events``: every
+    partition's stream and the compatibility stream, each into itself (with ``--user``,
+    only that user's partition); ``dlq``: every DLQ into its ingress stream (with ``--user``,
+    that user's partition's and the compatibility one's)."""
+    parts = keys.partitions if user is None else (keys.of_user(user),)
     if name in ("events", keys.stream):
-        return keys.stream
+        found = [Lane(f"p{p.index}", p.stream, p.stream) for p in parts]
+        return tuple(
+            found if user is not None else [*found, Lane("compat", keys.stream, keys.stream)]
+        )
     if name in ("dlq", keys.dlq):
-        return keys.dlq
+        found = [Lane(f"p{p.index}", p.dlq, p.stream) for p in parts]
+        return (*found, Lane("compat", keys.dlq, keys.stream))
     raise BadInput(f"unknown source {name!r} (events or dlq)")
 
 
@@ -63,15 +78,22 @@ def plan_from_args(args: argparse.Namespace, keys: Keys, now_ms: int) -> ReplayP
         raise BadInput(f"--rate must be a finite number > 0, got {args.rate}")
     if not 1 <= args.batch <= 10_000:
         raise BadInput(f"--batch must be between 1 and 10000, got {args.batch}")
-    src = source_key(args.source, keys)
-    entry_filter = EntryFilter(user=args.user, event_type=args.event_type, channel=args.channel)
+    chosen = lanes(args.source, keys, args.user)
+    from_dlq = chosen[0].source != chosen[0].target
+    # Without --user every stream is read, so a copy a worker forwarded to another
+    # partition is skipped: the replay of its origin forwards it again. With --user only
+    # the user's partition is read, and each of its events is there exactly once.
+    originals_only = not from_dlq and args.user is None
+    entry_filter = EntryFilter(
+        user=args.user, event_type=args.event_type, channel=args.channel,
+        originals_only=originals_only,
+    )  # fmt: skip
     return ReplayPlan(
-        source=src,
-        target=keys.stream,
+        lanes=chosen,
         start=start,
         end=end,
         filter=entry_filter,
-        from_dlq=src == keys.dlq,
+        from_dlq=from_dlq,
         dry_run=args.dry_run,
         batch=args.batch,
         rate=args.rate,
@@ -110,8 +132,9 @@ async def replay_command(
         print(f"streamer replay: {exc}", file=err)
         return EXIT_BAD_INPUT
     print(
-        f"replay: {plan.source} from {describe(plan.start)} to {describe(plan.end)}"
-        f" into {plan.target}{' (dry run)' if plan.dry_run else ''}",
+        f"replay: {_streams(plan)} from {describe(plan.start)} to {describe(plan.end)}"
+        f", each into {'its ingress stream' if plan.from_dlq else 'itself'}"
+        f"{' (dry run)' if plan.dry_run else ''}",
         file=err,
     )
     from streamer.ops.replay.progress import progress_output  # rich: only when replaying
@@ -142,11 +165,17 @@ def _report(
     rate = state.scanned / elapsed if elapsed > 0 else 0.0
     done = f"{state.matched} of {state.scanned} entries scanned in {elapsed:.2f}s ({rate:,.0f}/s)"
     if state.finished:
-        print(f"replayed {done} from {plan.source} into {plan.target}", file=out)
+        print(f"replayed {done} from {_streams(plan)}", file=out)
         return 0
     print(f"interrupted: replayed {done}", file=out)
     print(f"resume with: {resume_command(args, resume, plan.end)}", file=out)
     return EXIT_INTERRUPTED
+
+
+def _streams(plan: ReplayPlan) -> str:
+    if len(plan.lanes) == 1:
+        return plan.lanes[0].source
+    return f"{len(plan.lanes)} streams ({', '.join(lane.name for lane in plan.lanes)})"
 
 
 def _report_dry_run(
@@ -169,12 +198,13 @@ def _report_dry_run(
 
 
 def _aborted(args: argparse.Namespace, plan: ReplayPlan, state: ReplayState) -> str:
-    # Stopped mid-page: the page in flight may or may not have been appended.
+    # Stopped mid-round: the round in flight may or may not have been appended, in some
+    # streams or all.
     resume = resume_command(args, state.resume_from(plan), plan.end)
     if plan.dry_run:
         return f"aborted dry run after {state.matched} matches (incomplete); resume with: {resume}"
     return (
-        f"aborted after {state.matched} entries written; the page in flight may or may not "
+        f"aborted after {state.matched} entries written; the round in flight may or may not "
         f"have been written; resume with: {resume}"
     )
 

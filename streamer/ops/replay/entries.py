@@ -18,6 +18,7 @@ Fields = dict[bytes, bytes]
 
 REPLAY_OF = b"replay_of"
 REQUEUED_FROM = b"requeued_from"
+ROUTED_FROM = b"routed_from"  # a copy a worker forwarded from another stream
 # What the worker adds when it dead-letters an entry (the DLQ contract).
 DLQ_FIELDS = (b"reason", b"error", b"source_id", b"deliveries")
 
@@ -41,6 +42,7 @@ class EntryFilter:
     event_type: str | None = None
     channel: str | None = None
     reason: str | None = None  # dead letters only
+    originals_only: bool = False  # skip copies forwarded from another stream (routed_from)
 
     def __post_init__(self) -> None:
         if self.channel is not None and self.channel not in CHANNELS:
@@ -51,6 +53,8 @@ class EntryFilter:
         return any(v is not None for v in (self.user, self.event_type, self.channel))
 
     def matches(self, fields: Fields) -> bool:
+        if self.originals_only and ROUTED_FROM in fields:
+            return False
         if self.reason is not None and fields.get(b"reason") != self.reason.encode():
             return False
         if not self.on_payload:
@@ -68,7 +72,7 @@ class EntryFilter:
 
 def replayed_fields(entry_id: bytes, fields: Fields) -> Fields:
     """An ingress entry appended again: the same fields, marked as a replay of it."""
-    out = {k: v for k, v in fields.items() if k != REQUEUED_FROM}
+    out = {k: v for k, v in fields.items() if k not in (REQUEUED_FROM, REPLAY_OF)}
     out[REPLAY_OF] = entry_id
     return out
 

@@ -152,7 +152,18 @@ def test_estimate_is_exact_for_the_whole_stream_and_proportional_otherwise() -> 
 def test_plan_validates_source_rate_and_batch() -> None:
     """The command line becomes a plan; bad source, rate or batch are bad input."""
     plan = plan_from_args(parse("--from", "-", "--to", "+", "--source", "dlq"), KEYS, NOW_MS)
-    assert (plan.source, plan.target, plan.from_dlq) == (KEYS.dlq, KEYS.stream, True)
+    assert [(lane.source, lane.target) for lane in plan.lanes] == [
+        *((p.dlq, p.stream) for p in KEYS.partitions), (KEYS.dlq, KEYS.stream),
+    ]  # fmt: skip
+    assert plan.from_dlq and not plan.filter.originals_only and not plan.in_redis
+    plan = plan_from_args(parse("--from", "-", "--to", "+"), KEYS, NOW_MS)
+    assert [lane.source for lane in plan.lanes] == [
+        *(p.stream for p in KEYS.partitions), KEYS.stream,
+    ]  # fmt: skip
+    assert plan.filter.originals_only and plan.in_redis and not plan.from_dlq
+    plan = plan_from_args(parse("--from", "-", "--to", "+", "--user", "u7"), KEYS, NOW_MS)
+    assert [lane.source for lane in plan.lanes] == [KEYS.ingress("u7")]
+    assert not plan.filter.originals_only and not plan.in_redis
     for argv in (["--source", "elsewhere"], ["--rate", "0"], ["--batch", "0"]):
         with pytest.raises(BadInput):
             plan_from_args(parse("--from", "-", "--to", "+", *argv), KEYS, NOW_MS)
