@@ -11,7 +11,6 @@ reads only that user's partition.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import subprocess
@@ -68,24 +67,6 @@ def report(name: str, entries: int, run: Run) -> str:
     )
 
 
-def load_partitions(client: redis.Redis, events: int, users: int) -> None:
-    """XADD ``events`` websocket events round-robin over ``users``, each into its user's
-    partition stream, pipelined."""
-    pipe = client.pipeline(transaction=False)
-    for n in range(events):
-        user = f"u{n % users}"
-        body = {
-            "user_id": user,
-            "event_type": "ai_generation_progress",
-            "data": {"n": n, "progress": n % 100, "job": f"job-{n // 100}"},
-            "target_channels": ["websocket"],
-        }
-        pipe.xadd(KEYS.ingress(user), {"payload": json.dumps(body)})
-        if len(pipe) >= 5000:
-            pipe.execute()
-    pipe.execute()
-
-
 def total_length(client: redis.Redis) -> int:
     return sum(int(client.xlen(s)) for s in STREAMS)
 
@@ -105,7 +86,7 @@ def main(argv: list[str]) -> None:
         if args.into == "compat":
             load_events(client, args.entries, args.users)
         else:
-            load_partitions(client, args.entries, args.users)
+            load_events(client, args.entries, args.users, KEYS.ingress)
         u1 = client.xlen(KEYS.ingress("u1") if args.into == "partitions" else KEYS.stream)
         load_avg = os.getloadavg()[0]
         full = timed_replay(server.url, pid, "--to", "+", *batch)
@@ -132,7 +113,8 @@ def _newest_original(client: redis.Redis, entries: int) -> str:
         rows = client.xrange(stream, count=1)
         if rows:
             # The originals come first in each stream; the copies were appended after them.
-            originals = [r for r in client.xrange(stream, count=entries) if b"replay_of" not in r[1]]
+            rows = client.xrange(stream, count=entries)
+            originals = [r for r in rows if b"replay_of" not in r[1]]
             newest.append(originals[-1][0].decode())
     return max(newest, key=lambda i: tuple(int(x) for x in i.split("-")))
 
