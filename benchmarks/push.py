@@ -34,6 +34,7 @@ import uvloop
 
 from benchmarks.common import cpu_seconds, machine, private_redis
 from streamer.contract.event import Channel, NotificationPayload, push_content
+from streamer.contract.keys import Keys
 from streamer.infra.redis import connect
 from streamer.infra.runtime import tune_gc
 from streamer.infra.settings import Env
@@ -87,7 +88,7 @@ def fake_process(kind: str, directory: Path, server: str = "lean") -> Iterator[t
 
 def event(channel: Channel, n: int) -> bytes:
     body = {
-        "user_id": f"u{n % 1000}",
+        "user_id": f"u{n % 1000}",  # as load() routes it
         "event_type": "ai_generation_done",
         "data": {"title": "Your image is ready", "body": "Tap to open", "job": f"job-{n}"},
         "target_channels": [channel],
@@ -96,11 +97,12 @@ def event(channel: Channel, n: int) -> bytes:
     return json.dumps(body).encode()
 
 
-async def load(redis: aioredis.Redis, stream: str, channel: Channel, count: int) -> None:
+async def load(redis: aioredis.Redis, keys: Keys, channel: Channel, count: int) -> None:
+    """XADD the pushes to their users' partition streams, as producers do."""
     for start in range(0, count, 5000):
         pipe = redis.pipeline(transaction=False)
         for n in range(start, min(count, start + 5000)):
-            pipe.xadd(stream, {"payload": event(channel, n)})
+            pipe.xadd(keys.ingress(f"u{n % 1000}"), {"payload": event(channel, n)})
         await pipe.execute()
 
 
@@ -113,14 +115,15 @@ async def through_worker(provider: str, env: dict[str, str], count: int) -> Resu
         block_ms=settings.consumer.block_ms,
     )
     await redis.flushall()  # our private redis-server
-    await load(redis, settings.redis.stream_key, CHANNELS[provider], count)
+    keys = Keys.from_settings(settings.redis)
+    await load(redis, keys, CHANNELS[provider], count)
     senders = build_push_senders(Env(env))
     try:
         worker = Worker(redis, settings, senders)
         started, cpu = time.perf_counter(), time.process_time()
         await worker.drain()
         elapsed, cpu_used = time.perf_counter() - started, time.process_time() - cpu
-        dlq = await redis.xlen(f"{settings.redis.stream_key}:dlq")
+        dlq = sum([await redis.xlen(p.dlq) for p in keys.partitions])
         if dlq:
             raise RuntimeError(f"{dlq} entries were dead-lettered; the run is not valid")
     finally:

@@ -431,8 +431,14 @@ class Worker:
         """A batch job: take this worker's share, process until no held unit has anything
         new or pending, then give every unit back and leave."""
         await self.manage()
+        managed_at, every_s = time.monotonic(), self._settings.ownership.heartbeat_ms / 1000
         quiet = 0
         while quiet < idle_rounds:
+            if time.monotonic() - managed_at >= every_s:
+                # A long drain renews its leases like a running worker (they lapse after
+                # WORKER_LEASE_TTL_MS otherwise, and the partitions would be lost mid-batch).
+                await self.manage()
+                managed_at = time.monotonic()
             processed = await self.step()
             pending = 0
             for consumer in self._held.values():
