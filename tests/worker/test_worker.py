@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 
+import pytest
 import redis.asyncio as aioredis
 
 from streamer.contract.inbox import BATCH_FIELD, decode_batch
@@ -325,3 +327,50 @@ async def _all_acked(redis: aioredis.Redis, total: int) -> bool:
     """Every entry read from the partitions (after routing) and none pending anywhere."""
     partitions_read = await entries_read(redis) - await redis.xlen(KEYS.stream)
     return partitions_read >= total and await pending_count(redis) == 0
+
+
+class SlowSender:
+    """A push provider that takes ``delay_s`` per push and counts each event it sends."""
+
+    channel = "push_ios"
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.calls: dict[int, int] = {}
+
+    async def send(self, request: PushRequest) -> ChannelResult:
+        await asyncio.sleep(self.delay_s)
+        n = int(request.content.custom["n"])
+        self.calls[n] = self.calls.get(n, 0) + 1
+        return ChannelResult("push_ios", Outcome.DELIVERED)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_a_drain_longer_than_the_lease_ttl_keeps_its_partitions(
+    redis: aioredis.Redis, redis_server: RedisServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """drain() renews its leases like a running worker: a batch job that outlasts
+    WORKER_LEASE_TTL_MS loses no partition and pushes every event once."""
+    sender = SlowSender(0.4)
+    await add_events(
+        redis,
+        [payload("u1", n, target_channels=["push_ios"], device_token="t" * 64) for n in range(40)],
+        direct=True,
+    )
+    settings = worker_settings(
+        redis_server.url, WORKER_HEARTBEAT_MS="50", WORKER_LEASE_TTL_MS="300"
+    )
+    worker = Worker(
+        redis,
+        settings,
+        {"push_ios": sender},  # type: ignore[dict-item]
+        push_concurrency=1,  # 16 in flight: three rounds of 0.4 s
+    )
+    started = time.monotonic()
+    with caplog.at_level(logging.WARNING, logger="streamer.worker.main"):
+        await worker.drain()
+    assert time.monotonic() - started > 1.0  # several lease lifetimes
+    assert not [r for r in caplog.records if "lease gone" in r.getMessage()]
+    assert sorted(sender.calls) == list(range(40)) and set(sender.calls.values()) == {1}
