@@ -22,6 +22,7 @@ from tests.support.events import (
     dlq_reasons,
     payload,
     user_log_numbers,
+    users_in_distinct_partitions,
     worker_settings,
 )
 from tests.support.servers import RedisServer
@@ -214,15 +215,6 @@ async def test_purge_deletes_only_what_was_counted_and_confirmed(
     assert isinstance(term.out, io.StringIO)
     assert code == 0 and term.out.getvalue().startswith("purged 3 dead letters")
     assert [eid for eid, _ in await redis.xrange(KEYS.dlq)] == late
-
-
-def users_in_distinct_partitions(count: int) -> list[str]:
-    users: dict[int, str] = {}
-    for n in range(1000):
-        users.setdefault(KEYS.of_user(f"user{n}").index, f"user{n}")
-        if len(users) == count:
-            break
-    return list(users.values())
 
 
 async def test_dead_letters_of_two_partitions_and_compat_are_merged_and_requeued_home(

@@ -94,3 +94,13 @@ async def entries_read(redis: aioredis.Redis) -> int:
         if await redis.exists(stream):
             total += sum(int(g["entries-read"] or 0) for g in await redis.xinfo_groups(stream))
     return total
+
+
+def users_in_distinct_partitions(count: int) -> list[str]:
+    """``count`` user ids, each in a partition of its own."""
+    users: dict[int, str] = {}
+    for n in range(1000):
+        users.setdefault(KEYS.of_user(f"user{n}").index, f"user{n}")
+        if len(users) == count:
+            break
+    return list(users.values())

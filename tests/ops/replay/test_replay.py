@@ -27,6 +27,7 @@ from tests.support.events import (
     ingress_streams,
     payload,
     user_log_numbers,
+    users_in_distinct_partitions,
     worker_settings,
 )
 from tests.support.servers import RedisServer
@@ -272,15 +273,6 @@ async def test_failed_page_does_not_advance_the_resume_position(
     finally:
         breaker.client.close()
     assert (state.matched, str(state.resume_from(plan))) == (10, str(successor(require_id(ids[9]))))
-
-
-def users_in_distinct_partitions(count: int) -> list[str]:
-    users: dict[int, str] = {}
-    for n in range(1000):
-        users.setdefault(KEYS.of_user(f"user{n}").index, f"user{n}")
-        if len(users) == count:
-            break
-    return list(users.values())
 
 
 async def test_replay_of_every_partition_and_compat_delivers_each_event_once_more(
