@@ -230,6 +230,7 @@ class Stack:
         self.redis_port = self.server.port
         self.client = redis.Redis.from_url(self.server.url)
         self.port = free_port()
+        self.worker_metrics_port = free_port()
         self.secret = secret
         self.env = streamer_env(
             self.server.url,
@@ -247,8 +248,12 @@ class Stack:
     def __enter__(self) -> Stack:
         try:
             for name in ("worker", "gateway"):
+                # The worker's /metrics on a port of its own (the gateway serves its own on
+                # GATEWAY_PORT): the benchmarks read its latency histogram.
+                env = {**self.env, "METRICS_PORT": str(self.worker_metrics_port)}
                 self.procs[name] = subprocess.Popen(
-                    [sys.executable, "-m", "streamer", name], env=self.env
+                    [sys.executable, "-m", "streamer", name],
+                    env=env if name == "worker" else self.env,
                 )
             wait_for(lambda: _healthy(self.port), timeout=30, what="gateway /healthz")
         except BaseException:

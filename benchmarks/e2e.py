@@ -72,9 +72,13 @@ class Phase:
     # histogram's bucket bounds, in seconds), to tell the server's latency from the client's.
     server_p50: float = float("nan")
     server_p99: float = float("nan")
+    # The worker's: ingress entry time -> appended to the user's log (before the inbox write).
+    worker_p50: float = float("nan")
+    worker_p99: float = float("nan")
 
 
 GATEWAY_LATENCY = "streamer_gateway_delivery_latency_seconds"
+WORKER_LATENCY = "streamer_worker_delivery_latency_seconds"
 
 
 def _user(n: int) -> str:
@@ -194,6 +198,7 @@ def run(args: argparse.Namespace, phases: list[Phase]) -> dict[str, Any]:
                 stack.client.config_resetstat()
                 before = meter.read()
                 latency_before = histogram_buckets(stack.port, GATEWAY_LATENCY)
+                worker_before = histogram_buckets(stack.worker_metrics_port, WORKER_LATENCY)
                 if phase.rate is None:
                     _publish_burst(publisher, phase, events)
                     complete.append(load.expect(f"done {index}", 300) is not None)
@@ -204,6 +209,9 @@ def run(args: argparse.Namespace, phases: list[Phase]) -> dict[str, Any]:
                 latency_after = histogram_buckets(stack.port, GATEWAY_LATENCY)
                 phase.server_p50 = bucket_quantile(latency_before, latency_after, 0.50)
                 phase.server_p99 = bucket_quantile(latency_before, latency_after, 0.99)
+                worker_after = histogram_buckets(stack.worker_metrics_port, WORKER_LATENCY)
+                phase.worker_p50 = bucket_quantile(worker_before, worker_after, 0.50)
+                phase.worker_p99 = bucket_quantile(worker_before, worker_after, 0.99)
                 if args.commandstats:
                     print_commandstats(stack.client, phase)
         finally:
@@ -246,19 +254,22 @@ def render(
         "`INFO cpu`) divided by the phase's events.",
         "",
         "| phase | events | lost | dup | events/s | p50 ms | p99 ms | max ms "
-        "| gateway p50 / p99 ms | worker µs/ev | gateway µs/ev | Redis µs/ev | total µs/ev |",
+        "| worker p50 / p99 ms | gateway p50 / p99 ms "
+        "| worker µs/ev | gateway µs/ev | Redis µs/ev | total µs/ev |",
         "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: "
-        "| ---: | ---: | ---: | ---: | ---: |",
+        "| ---: | ---: | ---: | ---: | ---: | ---: |",
         *(_row(phase, stat) for phase, stat in zip(phases, stats, strict=True)),
         "",
         f"The burst's XADDs took {burst.last_xadd - burst.first_xadd:.2f} s (one connection, "
         f"{CHUNK} per write). `lost` and `dup` count events not received / received twice over "
         "all sockets. The paced rows' CPU includes the processes' idle work over the phase "
-        "(heartbeats, leases), as an outside observer would count it. `gateway p50 / p99` is "
-        "the gateway's own histogram (`streamer_gateway_delivery_latency_seconds`: ingress "
-        "entry time to the frame handed to the socket), as the upper bound of the bucket "
-        "holding that quantile; the rest of the client's latency is the kernel's and the "
-        "load process's.",
+        "(heartbeats, leases), as an outside observer would count it. `worker p50 / p99` and "
+        "`gateway p50 / p99` are the processes' own histograms, as the upper bound of the "
+        "bucket holding that quantile: the worker's from the ingress entry's time to the "
+        "event appended to its user's log (`streamer_worker_delivery_latency_seconds`, before "
+        "the inbox write), the gateway's to the frame handed to the socket "
+        "(`streamer_gateway_delivery_latency_seconds`); the rest of the client's latency is "
+        "the kernel's and the load process's.",
     ]
     if not all(results["complete"]):
         lines.append("")
@@ -275,6 +286,7 @@ def _row(phase: Phase, stats: dict[str, Any]) -> str:
     return (
         f"| {phase.name} | {phase.events:,} | {lost:,} | {stats['duplicates']:,} | "
         f"{rate:,.0f} | {stats['p50']:.1f} | {stats['p99']:.1f} | {stats['max']:.1f} | "
+        f"≤ {phase.worker_p50 * 1000:g} / ≤ {phase.worker_p99 * 1000:g} | "
         f"≤ {phase.server_p50 * 1000:g} / ≤ {phase.server_p99 * 1000:g} | "
         f"{per['worker']:.1f} | {per['gateway']:.1f} | {per['redis']:.1f} | **{total:.1f}** |"
     )
