@@ -156,6 +156,7 @@ def main(argv: list[str]) -> None:
     parser.add_argument("--rates", default="5000,1000", help="paced phases, events/s")
     parser.add_argument("--rate-seconds", type=int, default=10)
     parser.add_argument("--no-write", action="store_true", help="do not update BENCHMARKS.md")
+    parser.add_argument("--partitions", type=int, help="INGRESS_PARTITIONS (default: its own)")
     parser.add_argument(
         "--commandstats", action="store_true", help="print Redis's per-command CPU per phase"
     )
@@ -182,7 +183,8 @@ def main(argv: list[str]) -> None:
 def run(args: argparse.Namespace, phases: list[Phase]) -> dict[str, Any]:
     secret = secrets.token_urlsafe(32)
     complete = []
-    with Stack(secret) as stack:
+    settings = {} if args.partitions is None else {"INGRESS_PARTITIONS": str(args.partitions)}
+    with Stack(secret, **settings) as stack:
         keys = Keys.from_settings(RedisSettings.from_env(Env(stack.env)))
         expected = ",".join(str(p.events) for p in phases)
         load = stack.load(
