@@ -1,4 +1,5 @@
-"""`streamer dlq`: list, show, requeue and purge dead letters (`notify:events:dlq`).
+"""`streamer dlq`: list, show, requeue and purge dead letters: those of every ingress
+partition and of the compatibility stream (`notify:events:dlq`), as one list ordered by id.
 
 A missing DLQ is the normal state of a healthy system: list, requeue --all/--reason and
 purge report zero for it. An unknown id, a malformed id or time is bad input: one line on
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import heapq
 import json
 import sys
 import time
@@ -20,7 +22,7 @@ from typing import Any, TextIO
 import redis.asyncio as aioredis
 import uvloop
 
-from streamer.contract.ids import MAX_ID, MIN_ID
+from streamer.contract.ids import MAX_ID, MIN_ID, StreamId
 from streamer.contract.keys import Keys
 from streamer.infra.redis import connect
 from streamer.infra.settings import Env, RedisSettings
@@ -85,11 +87,27 @@ async def dlq_command(
         return EXIT_BAD_INPUT
 
 
-async def _dlq_exists(redis: aioredis.Redis, keys: Keys) -> bool:
-    kind = await source.key_type(redis, keys.dlq)
-    if kind not in ("none", "stream"):
-        raise BadInput(f"{keys.dlq} is a {kind}, not a stream")
-    return kind == "stream"
+async def _existing(redis: aioredis.Redis, keys: Keys) -> list[deadletters.DeadLetters]:
+    """The DLQs that exist (the compatibility stream's, then the partitions'); a key of
+    another type where a DLQ belongs is bad input."""
+    streams = deadletters.dead_letter_streams(keys)
+    pipe = redis.pipeline(transaction=False)
+    for where in streams:
+        pipe.type(where.dlq)
+    found = []
+    for where, kind in zip(streams, await pipe.execute(), strict=True):
+        kind = kind.decode() if isinstance(kind, bytes) else str(kind)
+        if kind not in ("none", "stream"):
+            raise BadInput(f"{where.dlq} is a {kind}, not a stream")
+        if kind == "stream":
+            found.append(where)
+    return found
+
+
+def _names(keys: Keys, found: list[deadletters.DeadLetters]) -> str:
+    if [w.dlq for w in found] in ([], [keys.dlq]):
+        return keys.dlq
+    return f"{len(found)} dead-letter streams"
 
 
 async def list_entries(
@@ -97,23 +115,36 @@ async def list_entries(
 ) -> int:
     if args.limit < 1:
         raise BadInput(f"--limit must be >= 1, got {args.limit}")
-    if not await _dlq_exists(redis, keys):
+    found = await _existing(redis, keys)
+    if not found:
         print(f"no dead letters ({keys.dlq} does not exist)", file=term.out)
         return 0
-    entry_filter, shown = EntryFilter(reason=args.reason), 0
-    entries = source.pages(redis, keys.dlq, MIN_ID, MAX_ID, 500)
+    entry_filter = EntryFilter(reason=args.reason)
+    per_dlq = [await _first(redis, w.dlq, entry_filter, args.limit) for w in found]
+    rows = list(heapq.merge(*per_dlq, key=lambda row: require_id(row[0])))[: args.limit]
+    for entry_id, fields in rows:
+        print(_row(entry_id, fields), file=term.out)
+    pipe = redis.pipeline(transaction=False)
+    for where in found:
+        pipe.xlen(where.dlq)
+    total = sum(await pipe.execute())
+    which = f" with reason {args.reason}" if args.reason else ""
+    print(f"{len(rows)} shown{which}; {total} dead letters in {_names(keys, found)}", file=term.out)
+    return 0
+
+
+async def _first(
+    redis: aioredis.Redis, dlq: str, entry_filter: EntryFilter, limit: int
+) -> list[deadletters.Entry]:
+    """The oldest ``limit`` dead letters of one DLQ that the filter matches."""
+    rows: list[deadletters.Entry] = []
+    entries = source.pages(redis, dlq, MIN_ID, MAX_ID, 500)
     async with contextlib.aclosing(entries):
         async for page in entries:
-            for entry_id, fields in page:
-                if shown < args.limit and entry_filter.matches(fields):
-                    print(_row(entry_id, fields), file=term.out)
-                    shown += 1
-            if shown >= args.limit:
+            rows += [(eid, f) for eid, f in page if entry_filter.matches(f)][: limit - len(rows)]
+            if len(rows) >= limit:
                 break
-    total = await redis.xlen(keys.dlq)
-    which = f" with reason {args.reason}" if args.reason else ""
-    print(f"{shown} shown{which}; {total} dead letters in {keys.dlq}", file=term.out)
-    return 0
+    return rows
 
 
 def _text(fields: Fields, name: bytes) -> str:
@@ -135,13 +166,27 @@ async def show_entry(
     redis: aioredis.Redis, keys: Keys, args: argparse.Namespace, term: Terminal
 ) -> int:
     entry_id = require_id(args.id)
-    (entry,) = await deadletters.fetch(redis, keys.dlq, [entry_id])
-    if entry is None:
-        raise BadInput(f"no dead letter {entry_id} in {keys.dlq}")
+    located = await _locate(redis, keys, [entry_id])
+    if not located:
+        raise BadInput(f"no dead letter {entry_id} in {_names(keys, await _existing(redis, keys))}")
+    ((_, (entry,)),) = located.items()
     print(f"{'id':<12} {describe(entry_id)}", file=term.out)
     for name, value in entry[1].items():
         print(f"{name.decode('utf-8', 'replace'):<12} {_value(name, value)}", file=term.out)
     return 0
+
+
+async def _locate(
+    redis: aioredis.Redis, keys: Keys, ids: list[StreamId]
+) -> dict[deadletters.DeadLetters, list[deadletters.Entry]]:
+    """The dead letters with these ids, grouped by the DLQ holding each (ids are unique
+    across DLQs in practice: each is a time on some node's clock plus a sequence)."""
+    found: dict[deadletters.DeadLetters, list[deadletters.Entry]] = {}
+    for where in await _existing(redis, keys):
+        entries = [e for e in await deadletters.fetch(redis, where.dlq, ids) if e is not None]
+        if entries:
+            found[where] = entries
+    return found
 
 
 def _value(name: bytes, value: bytes) -> str:
@@ -160,43 +205,72 @@ async def requeue(
     if modes != 1:
         raise BadInput("requeue needs exactly one of: dead-letter ids, --reason R, --all")
     ids = list(dict.fromkeys(require_id(text) for text in args.ids))
-    await source.check_appendable(redis, keys.stream)
+    found = await _existing(redis, keys)
+    for where in found:
+        await source.check_appendable(redis, where.target)
+    count = deadletters.RequeueCount(finished=True)
+    targets: list[str] = []
     if ids:
-        entries = await deadletters.fetch(redis, keys.dlq, ids)
-        unknown = [str(i) for i, entry in zip(ids, entries, strict=True) if entry is None]
+        located = await _locate(redis, keys, ids)
+        seen = {require_id(e[0]) for entries in located.values() for e in entries}
+        unknown = [str(i) for i in ids if i not in seen]
         if unknown:
-            raise BadInput(f"unknown dead-letter id(s) in {keys.dlq}: {', '.join(unknown)}")
-        count = await deadletters.requeue(redis, keys, [e for e in entries if e is not None])
-    elif await _dlq_exists(redis, keys):
-        entry_filter = EntryFilter(reason=args.reason)
-        count = await deadletters.requeue_matching(redis, keys, entry_filter, term.stop)
+            raise BadInput(
+                f"unknown dead-letter id(s) in {_names(keys, found)}: {', '.join(unknown)}"
+            )
+        for where, entries in located.items():
+            _add(count, await deadletters.requeue(redis, where, entries))
+            targets.append(where.target)
     else:
-        count = deadletters.RequeueCount(finished=True)
+        entry_filter = EntryFilter(reason=args.reason)
+        for where in found:
+            part = await deadletters.requeue_matching(redis, where, entry_filter, term.stop)
+            _add(count, part)
+            if part.requeued:
+                targets.append(where.target)
+            if not part.finished:
+                count.finished = False
+                break
+    distinct = sorted(set(targets)) or [keys.stream]
+    into = distinct[0] if len(distinct) == 1 else f"{len(distinct)} ingress streams"
     gone = f" ({count.gone} already gone)" if count.gone else ""
-    print(f"requeued {count.requeued} dead letters into {keys.stream}{gone}", file=term.out)
+    print(f"requeued {count.requeued} dead letters into {into}{gone}", file=term.out)
     if not count.finished:
         print("interrupted: run the same command again to requeue the rest", file=term.out)
         return 130
     return 0
 
 
+def _add(total: deadletters.RequeueCount, part: deadletters.RequeueCount) -> None:
+    total.requeued += part.requeued
+    total.gone += part.gone
+
+
 async def purge(redis: aioredis.Redis, keys: Keys, args: argparse.Namespace, term: Terminal) -> int:
     cutoff = parse_bound(args.before, end=False, now_ms=int(time.time() * 1000))
-    if not await _dlq_exists(redis, keys):
+    found = await _existing(redis, keys)
+    if not found:
         print(f"purged 0 dead letters ({keys.dlq} does not exist)", file=term.out)
         return 0
-    counted = await deadletters.count_before(redis, keys.dlq, cutoff)
-    minid = deadletters.purge_limit(cutoff, counted)
-    if minid is None:
+    limits: list[tuple[str, StreamId]] = []
+    total = 0
+    for where in found:
+        counted = await deadletters.count_before(redis, where.dlq, cutoff)
+        minid = deadletters.purge_limit(cutoff, counted)
+        if minid is not None:
+            limits.append((where.dlq, minid))
+            total += counted.count
+    if not limits:
         print(f"no dead letters before {describe(cutoff)}", file=term.out)
         return 0
-    question = (
-        f"delete {counted.count} dead letters before {describe(cutoff)} from {keys.dlq}? [y/N] "
-    )
+    names = limits[0][0] if len(limits) == 1 else f"{len(limits)} dead-letter streams"
+    question = f"delete {total} dead letters before {describe(cutoff)} from {names}? [y/N] "
     if not args.yes and not term.confirm(question):
         print("purge cancelled; nothing deleted", file=term.out)
         return 1
-    deleted = await deadletters.purge_before(redis, keys.dlq, minid)
+    deleted = 0
+    for dlq, minid in limits:
+        deleted += await deadletters.purge_before(redis, dlq, minid)
     print(f"purged {deleted} dead letters before {describe(cutoff)}", file=term.out)
     return 0
 
