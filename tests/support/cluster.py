@@ -10,12 +10,18 @@ from __future__ import annotations
 import contextlib
 import random
 import shutil
+import signal
 import socket
 import subprocess
 from pathlib import Path
+from typing import TypeVar
 
+from tests.support.gateway import GatewayProcess
 from tests.support.polling import wait_for
+from tests.support.processes import StreamerProcess
 from tests.support.servers import RedisServer
+
+P = TypeVar("P", bound=StreamerProcess)
 
 BUS_OFFSET = 10000
 _LOWEST, _HIGHEST = 20000, 55535
@@ -95,3 +101,95 @@ class RedisClusterServers:
         for node in self.nodes:
             with contextlib.suppress(Exception):
                 node.stop()
+
+
+# Short timings so a worker's death and the take-over fit in seconds.
+TIMINGS = {
+    "BLOCK_MS": "200",
+    "WORKER_HEARTBEAT_MS": "300",
+    "WORKER_DEAD_AFTER_MS": "1500",
+    "WORKER_LEASE_TTL_MS": "1500",
+    "CLAIM_IDLE_MS": "1500",
+    "RETRY_BASE_MS": "100",
+    "READ_COUNT": "200",
+    "GATEWAY_HEARTBEAT_MS": "500",
+    "GATEWAY_DEAD_AFTER_MS": "3000",
+}
+
+
+class ClusterStack:
+    """Workers and gateways of one test on the private cluster, under the test's own key
+    prefix (``env``); every process is stopped at ``close()``."""
+
+    def __init__(self, cluster: RedisClusterServers, env: dict[str, str], workdir: Path) -> None:
+        self.cluster = cluster
+        self.env = {**env, **TIMINGS}
+        self.workdir = workdir
+        self.processes: list[StreamerProcess] = []
+
+    def worker(self, name: str) -> StreamerProcess:
+        env = {**self.env, "WORKER_ID": name}
+        return self._track(StreamerProcess(["worker"], env, self.workdir / f"{name}.log").start())
+
+    def gateway(self, name: str) -> GatewayProcess:
+        extra = {k: v for k, v in self.env.items() if k.startswith(("GATEWAY_", "KEY_", "LOG_"))}
+        gateway = GatewayProcess(self.cluster.url, name, self.workdir, **extra)
+        return self._track(gateway.start())
+
+    def _track(self, process: P) -> P:
+        self.processes.append(process)
+        return process
+
+    def crashes(self) -> list[str]:
+        """Processes that exited by themselves (not stopped or killed by the test)."""
+        return [
+            f"{' '.join(p.argv[3:])} exited with {p.process.returncode}:\n{p.output(1500)}"
+            for p in self.processes
+            if p.popen is not None and p.popen.poll() not in (None, -signal.SIGKILL)
+        ]
+
+    def close(self) -> None:
+        for process in self.processes:
+            if process.running():
+                process.signal(signal.SIGTERM)
+        for process in self.processes:
+            process.stop(timeout=10)
+
+
+def migrate_slot(cluster: RedisClusterServers, key: str, target: RedisServer) -> RedisServer:
+    """Move the slot of ``key`` to ``target`` while clients keep writing to it: IMPORTING on
+    the target, MIGRATING on the source, MIGRATE its keys in batches, then SETSLOT NODE on
+    every master. Returns the node that had the slot."""
+    slot = int(cluster.command(cluster.nodes[0], "CLUSTER", "KEYSLOT", key))
+    ids = {n.port: cluster.command(n, "CLUSTER", "MYID").strip().decode() for n in cluster.nodes}
+    source = slot_owner(cluster, key)
+    assert source is not target, "the slot is already on the target"
+    cluster.command(target, "CLUSTER", "SETSLOT", str(slot), "IMPORTING", ids[source.port])
+    cluster.command(source, "CLUSTER", "SETSLOT", str(slot), "MIGRATING", ids[target.port])
+    while keys := cluster.command(source, "CLUSTER", "GETKEYSINSLOT", str(slot), "100").split():
+        reply = cluster.command(
+            source, "MIGRATE", "127.0.0.1", str(target.port), "", "0", "5000",
+            "KEYS", *(k.decode() for k in keys),
+        )  # fmt: skip
+        assert reply.strip() in (b"OK", b"NOKEY"), reply
+    for node in (target, source, *cluster.nodes):
+        cluster.command(node, "CLUSTER", "SETSLOT", str(slot), "NODE", ids[target.port])
+    return source
+
+
+def slot_owner(cluster: RedisClusterServers, key: str) -> RedisServer:
+    """The master serving the slot of ``key``."""
+    slot = int(cluster.command(cluster.nodes[0], "CLUSTER", "KEYSLOT", key))
+    return next(n for n in cluster.nodes if _owns(cluster, n, slot))
+
+
+def _owns(cluster: RedisClusterServers, node: RedisServer, slot: int) -> bool:
+    for line in cluster.command(node, "CLUSTER", "NODES").decode().splitlines():
+        fields = line.split()
+        if "myself" not in fields[2]:
+            continue
+        for part in fields[8:]:
+            low, _, high = part.partition("-")
+            if low.isdigit() and int(low) <= slot <= int(high or low):
+                return True
+    return False
