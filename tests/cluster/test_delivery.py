@@ -96,7 +96,7 @@ async def test_a_killed_workers_partitions_are_taken_over(
         try:
             await eventually(lambda: _holds(redis, keys, "w1"), within_s=20, what="w1 owns")
             await eventually(lambda: produced.total >= plan.total // 3, within_s=20)
-            doomed.kill()
+            stack.kill(doomed)
             assert produced.total < plan.total, "the kill came after the traffic"
         finally:
             await redis.aclose()

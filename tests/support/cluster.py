@@ -126,9 +126,10 @@ class ClusterStack:
         self.env = {**env, **TIMINGS}
         self.workdir = workdir
         self.processes: list[StreamerProcess] = []
+        self._intended: set[int] = set()  # pids the test stopped or killed itself
 
-    def worker(self, name: str) -> StreamerProcess:
-        env = {**self.env, "WORKER_ID": name}
+    def worker(self, name: str, **extra: str) -> StreamerProcess:
+        env = {**self.env, "WORKER_ID": name, **extra}
         return self._track(StreamerProcess(["worker"], env, self.workdir / f"{name}.log").start())
 
     def gateway(self, name: str) -> GatewayProcess:
@@ -140,12 +141,22 @@ class ClusterStack:
         self.processes.append(process)
         return process
 
+    def stop(self, process: StreamerProcess) -> int:
+        """SIGTERM and wait, as the test's own doing (not a crash)."""
+        self._intended.add(process.pid)
+        return process.stop()
+
+    def kill(self, process: StreamerProcess) -> None:
+        """SIGKILL, as the test's fault (not a crash)."""
+        self._intended.add(process.pid)
+        process.kill()
+
     def crashes(self) -> list[str]:
         """Processes that exited by themselves (not stopped or killed by the test)."""
         return [
             f"{' '.join(p.argv[3:])} exited with {p.process.returncode}:\n{p.output(1500)}"
             for p in self.processes
-            if p.popen is not None and p.popen.poll() not in (None, -signal.SIGKILL)
+            if p.popen is not None and p.popen.poll() is not None and p.pid not in self._intended
         ]
 
     def close(self) -> None:
