@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -18,6 +17,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from streamer.contract.keys import Keys
+from streamer.infra import registry
 from streamer.infra.redis import REDIS_ERRORS, connect
 from streamer.infra.settings import Env, RedisSettings
 from streamer.infra.stream_stats import (
@@ -90,13 +90,14 @@ def problems(stats: StreamStats, workers: list[Worker], thresholds: Thresholds) 
     return found
 
 
-async def _live(
-    redis: aioredis.Redis, key: str, now_ms: int, live_ms: int
-) -> list[tuple[str, int]]:
-    """Members of a heartbeat zset seen within live_ms, as (id, heartbeat age ms)."""
+async def _live(redis: aioredis.Redis, key: str, live_ms: int) -> tuple[int, list[tuple[str, int]]]:
+    """Members of a heartbeat zset seen within live_ms, as (id, heartbeat age ms), judged on
+    the clock that stamped the heartbeats: the TIME of the node holding the zset (on Redis
+    Cluster each registry's own master); and that now, in ms."""
+    now_ms, _ = await registry.live(redis, key, live_ms)
     rows = await redis.zrangebyscore(key, now_ms - live_ms, "+inf", withscores=True)
     # max(0, …): a heartbeat written by a host whose clock runs ahead of ours.
-    return sorted((member.decode(), max(0, now_ms - int(score))) for member, score in rows)
+    return now_ms, sorted((member.decode(), max(0, now_ms - int(score))) for member, score in rows)
 
 
 def _int(info: dict[bytes, bytes], field: bytes) -> int | None:
@@ -117,10 +118,8 @@ def _gateway(gid: str, age_ms: int, info: dict[bytes, bytes], now_ms: int) -> Ga
     )
 
 
-async def _gateways(
-    redis: aioredis.Redis, keys: Keys, now_ms: int, live_ms: int
-) -> tuple[list[Gateway], int]:
-    live = await _live(redis, keys.gateways, now_ms, live_ms)
+async def _gateways(redis: aioredis.Redis, keys: Keys, live_ms: int) -> tuple[list[Gateway], int]:
+    now_ms, live = await _live(redis, keys.gateways, live_ms)
     pipe = redis.pipeline(transaction=False)
     for gid, _ in live:
         pipe.hgetall(keys.gateway_info(gid))
@@ -133,12 +132,10 @@ async def _gateways(
 
 
 async def collect(redis: aioredis.Redis, keys: Keys, thresholds: Thresholds) -> Report:
-    now_ms = int(time.time() * 1000)
     stats = await sample(redis, keys)
-    workers = [
-        Worker(w, age) for w, age in await _live(redis, keys.workers, now_ms, thresholds.live_ms)
-    ]
-    gateways, stale = await _gateways(redis, keys, now_ms, thresholds.live_ms)
+    _, live_workers = await _live(redis, keys.workers, thresholds.live_ms)
+    workers = [Worker(w, age) for w, age in live_workers]
+    gateways, stale = await _gateways(redis, keys, thresholds.live_ms)
     return Report(
         stream=stats,
         consumers=await consumers(redis, keys),
