@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-AVAILABLE = ("worker", "e2e", "sockets", "push", "bridge", "replay")
+AVAILABLE = ("worker", "e2e", "sockets", "push", "bridge", "replay", "cluster")
 DEFAULT = ("worker", "e2e")
 
 

@@ -1,4 +1,4 @@
-"""A private Redis Cluster: three masters (no replicas) on free loopback ports.
+"""A private Redis Cluster: three masters (or any number; no replicas) on free loopback ports.
 
 Each node's cluster bus listens on its port + 10000, so a port is taken only when both are
 free, and below 55536. Nodes are plain ``RedisServer`` processes started with cluster mode on;
@@ -61,6 +61,7 @@ class ClusterNodeServer(RedisServer):
 
 class RedisClusterServers:
     def __init__(self, workdir: Path, masters: int = 3) -> None:
+        self.workdir = workdir
         taken: set[int] = set()
         self.nodes: list[ClusterNodeServer] = []
         for i in range(masters):
@@ -77,13 +78,16 @@ class RedisClusterServers:
             node.start()
         cli = shutil.which("redis-cli")
         assert cli, "redis-cli must be installed for the cluster tests"
-        addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
-        subprocess.run(
-            [cli, "--cluster", "create", *addresses, "--cluster-yes"],
-            check=True,
-            capture_output=True,
-            timeout=30,
-        )
+        if len(self.nodes) == 1:  # `--cluster create` wants three masters
+            self.command(self.nodes[0], "CLUSTER", "ADDSLOTSRANGE", "0", "16383")
+        else:
+            addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
+            subprocess.run(
+                [cli, "--cluster", "create", *addresses, "--cluster-yes"],
+                check=True,
+                capture_output=True,
+                timeout=30,
+            )
         wait_for(self._ok, timeout=20, interval=0.1, what="cluster_state:ok on every node")
         return self
 
