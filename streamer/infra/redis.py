@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -83,6 +84,61 @@ class HiredisPackSSLConnection(aioredis.SSLConnection):
 class HiredisPackUnixConnection(aioredis.UnixDomainSocketConnection):
     def pack_command(self, *args: EncodableT) -> list[bytes]:
         return [_pack(args)]
+
+
+# Per Redis address: when a connection to it last found the server gone (monotonic s).
+_SERVER_GONE: dict[tuple[str, int], float] = {}
+
+
+class _ClusterNodeConnection(aioredis.Connection):
+    """A connection to one node of a Redis Cluster that is reopened when another connection
+    to the same node found the server gone after it was opened.
+
+    A master that restarts (or a node that fails over) leaves every idle connection to it
+    dead. redis-py's cluster client drops them when a single command fails, but not when a
+    pipeline does: each later pipeline to that node then failed on the next stale connection
+    of the pool, one by one (a gateway's ownership writes failed for 40 s after a restart)."""
+
+    _opened_at = 0.0
+    _handshake = False  # connecting: its HELLO/CLIENT SETNAME go out on it, never reopened
+
+    async def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+        if self.is_connected:
+            return
+        self._opened_at = time.monotonic()
+        self._handshake = True
+        try:
+            await super().connect_check_health(*args, **kwargs)
+        finally:
+            self._handshake = False
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        gone = _SERVER_GONE.get((self.host, self.port), 0.0)
+        if self.is_connected and not self._handshake and gone > self._opened_at:
+            await self.disconnect()
+        try:
+            await super().send_packed_command(command, check_health)
+        except (AttributeError, RuntimeError) as exc:
+            # On CLUSTERDOWN redis-py closes every connection of the client, also those in
+            # use by other tasks: this one lost its socket (or its transport) while sending.
+            if self.is_connected:
+                raise
+            raise redis.ConnectionError("connection closed by the cluster client") from exc
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)
+        except redis.ConnectionError:
+            _SERVER_GONE[(self.host, self.port)] = time.monotonic()
+            raise
+
+
+class HiredisPackClusterConnection(_ClusterNodeConnection, HiredisPackConnection):
+    pass
+
+
+class HiredisPackSSLClusterConnection(_ClusterNodeConnection, HiredisPackSSLConnection):
+    pass
 
 
 def _pack(args: tuple[EncodableT, ...]) -> bytes:
@@ -202,7 +258,7 @@ def _connect_cluster(url: str, client_name: str, block_ms: int) -> aiocluster.Re
     )
     # The cluster client builds every node's connections from one shared mapping, with a
     # Python-packing connection class it picks itself: give it ours, before any connects.
-    packing = HiredisPackSSLConnection if parsed.tls else HiredisPackConnection
+    packing = HiredisPackSSLClusterConnection if parsed.tls else HiredisPackClusterConnection
     client.connection_kwargs["connection_class"] = packing
     for node in client.nodes_manager.startup_nodes.values():
         node.connection_class = packing

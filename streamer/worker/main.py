@@ -40,6 +40,7 @@ from streamer.worker.consumer import (
     StreamConsumer,
     apply_all,
     read_new,
+    read_new_alone,
 )
 from streamer.worker.delivery import LiveGateways, LogWriter
 from streamer.worker.leases import HANDED_OVER, Leases
@@ -161,6 +162,8 @@ class Worker:
         reading = consumers[:1] if self._cluster else consumers
         self._turn += 1
         try:
+            if self._cluster:
+                return await self._read_alone(consumers[0], count, block)
             return await read_new(self._redis, reading, count, block, self._turn)
         except ResponseError as exc:
             # NOGROUP, or UNBLOCKED while blocked: the stream or group vanished (Redis lost
@@ -171,6 +174,21 @@ class Worker:
             for consumer in reading:
                 await consumer.recreate_group()
             return []
+
+    async def _read_alone(
+        self, consumer: StreamConsumer, count: int, block_ms: int
+    ) -> list[RawEntry]:
+        entries, older_elsewhere = await read_new_alone(self._redis, consumer, count, block_ms)
+        if not older_elsewhere:
+            return entries
+        # A previous owner's late read took older entries: take the unit over again, so
+        # that they go first (their log appends would otherwise count as done).
+        log.warning(
+            "%s: entries pending for another consumer; taking over again", consumer.unit.name
+        )
+        consumer.restart_take_over()
+        self._taking_over.add(self._position[consumer.unit])
+        return []
 
     async def _handle(self, batch: list[RawEntry]) -> None:
         """Process until delivered (every step is idempotent, so a failed batch is simply

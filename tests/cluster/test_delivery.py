@@ -11,6 +11,7 @@ import pytest
 
 from streamer.contract.keys import Keys
 from streamer.infra.redis import connect
+from streamer.infra.settings import Env, RedisSettings
 from tests.support.cluster import ClusterStack, RedisClusterServers, migrate_slot, slot_owner
 from tests.support.load import (
     PartitionSink,
@@ -21,6 +22,7 @@ from tests.support.load import (
     StreamSink,
     produce,
 )
+from tests.support.metrics import isolated
 from tests.support.polling import eventually
 
 pytestmark = pytest.mark.timeout(90)
@@ -140,3 +142,39 @@ async def test_a_busy_partitions_slot_migrates_during_traffic(
     sink = PartitionSink(env["REDIS_URL"], keys)
     receivers, produced = await deliver(stack, plan, sink, migrate_midway)
     assert_clean(stack, receivers, produced)
+
+
+async def test_a_master_restarting_during_traffic_loses_and_doubles_nothing(
+    tmp_path: Path,
+) -> None:
+    """A master (with AOF, no replica) goes down mid-traffic and comes back: the cluster
+    answers CLUSTERDOWN and connections fail meanwhile; every process backs off and goes on,
+    none exits, and every event arrives once, in order."""
+    cluster = RedisClusterServers(tmp_path / "cluster", appendonly=True).start()
+    stack = ClusterStack(cluster, isolated(cluster.url)[0], tmp_path)
+    keys = Keys.from_settings(RedisSettings.from_env(Env(stack.env)))
+    try:
+        stack.worker("w1")
+        stack.worker("w2")
+        plan = Plan(users=30, events_per_user=40, rate_per_s=300)
+        victim = cluster.nodes[1]
+
+        async def restart_midway(produced: Produced) -> None:
+            await eventually(lambda: produced.total >= plan.total // 4, within_s=20)
+            await asyncio.to_thread(victim.stop)
+            assert produced.total < plan.total, "the master stopped after the traffic"
+            await eventually(lambda: _cluster_down(cluster), within_s=20, what="CLUSTERDOWN")
+            await asyncio.to_thread(victim.start)
+            await asyncio.to_thread(cluster.wait_ok)
+
+        sink = PartitionSink(cluster.url, keys)
+        receivers, produced = await deliver(stack, plan, sink, restart_midway)
+        assert_clean(stack, receivers, produced)
+    finally:
+        stack.close()
+        cluster.stop()
+
+
+def _cluster_down(cluster: RedisClusterServers) -> bool:
+    node = cluster.nodes[0]
+    return b"cluster_state:fail" in cluster.command(node, "CLUSTER", "INFO")

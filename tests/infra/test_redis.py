@@ -8,6 +8,7 @@ from redis.exceptions import DataError
 
 from streamer.infra.errors import ConfigError
 from streamer.infra.redis import (
+    HiredisPackClusterConnection,
     HiredisPackConnection,
     connect,
     connect_sync,
@@ -96,8 +97,8 @@ async def test_cluster_client_packs_in_c_on_every_node(redis_cluster: RedisClust
         nodes = [node for node in client.get_nodes() if node._connections]
         assert len(nodes) == len(redis_cluster.nodes)
         for node in nodes:
-            assert node.connection_class is HiredisPackConnection
-            assert all(type(c) is HiredisPackConnection for c in node._connections)
+            assert node.connection_class is HiredisPackClusterConnection
+            assert all(type(c) is HiredisPackClusterConnection for c in node._connections)
         assert client.retry.get_retries() == 0  # type: ignore[attr-defined]
     finally:
         await client.aclose()

@@ -60,14 +60,15 @@ class ClusterNodeServer(RedisServer):
 
 
 class RedisClusterServers:
-    def __init__(self, workdir: Path, masters: int = 3) -> None:
+    def __init__(self, workdir: Path, masters: int = 3, *, appendonly: bool = False) -> None:
         self.workdir = workdir
         taken: set[int] = set()
         self.nodes: list[ClusterNodeServer] = []
         for i in range(masters):
             port = cluster_port(taken)
             taken.add(port)
-            self.nodes.append(ClusterNodeServer(workdir / f"node{i}", port))
+            node = ClusterNodeServer(workdir / f"node{i}", port, appendonly=appendonly)
+            self.nodes.append(node)
 
     @property
     def url(self) -> str:
@@ -90,6 +91,9 @@ class RedisClusterServers:
             )
         wait_for(self._ok, timeout=20, interval=0.1, what="cluster_state:ok on every node")
         return self
+
+    def wait_ok(self, within_s: float = 20) -> None:
+        wait_for(self._ok, timeout=within_s, interval=0.1, what="cluster_state:ok on every node")
 
     def _ok(self) -> bool:
         return all(b"cluster_state:ok" in self.command(n, "CLUSTER", "INFO") for n in self.nodes)
