@@ -95,6 +95,8 @@ async def test_poison_is_dead_lettered_per_partition_and_requeued(
         in listed
     )
     assert listed.count("too_large") == len(users)
+    report = json.loads(streamer(env, "status", "--json"))
+    assert report["dead_letter_reasons"] == [{"reason": "too_large", "count": len(users)}]
     assert stack.stop(strict) == 0
     stack.worker("relaxed")
     assert streamer(env, "dlq", "requeue", "--all").startswith(
