@@ -10,10 +10,12 @@ from streamer.infra.errors import ConfigError
 from streamer.infra.redis import (
     HiredisPackClusterConnection,
     HiredisPackConnection,
+    HiredisPackSSLClusterConnection,
     connect,
     connect_sync,
     is_cluster,
     parse_cluster_url,
+    reply_timeout_s,
 )
 from streamer.infra.settings import Env
 from tests.support.cluster import RedisClusterServers
@@ -98,8 +100,23 @@ async def test_cluster_client_packs_in_c_on_every_node(redis_cluster: RedisClust
         assert len(nodes) == len(redis_cluster.nodes)
         for node in nodes:
             assert node.connection_class is HiredisPackClusterConnection
-            assert all(type(c) is HiredisPackClusterConnection for c in node._connections)
+            for c in node._connections:
+                assert type(c) is HiredisPackClusterConnection
+                assert c.socket_timeout == reply_timeout_s(1000)
+                assert c.socket_keepalive and c.retry.get_retries() == 0
         assert client.retry.get_retries() == 0  # type: ignore[attr-defined]
+    finally:
+        await client.aclose()
+
+
+async def test_tls_cluster_client_packs_in_c_over_tls() -> None:
+    """rediss+cluster:// gives node connections that speak TLS and pack in C (no I/O)."""
+    client = connect("rediss+cluster://u:p@127.0.0.1:1,127.0.0.1:2", client_name="test")
+    try:
+        nodes = list(client.nodes_manager.startup_nodes.values())  # type: ignore[attr-defined]
+        assert [n.name for n in nodes] == ["127.0.0.1:1", "127.0.0.1:2"]
+        assert all(n.connection_class is HiredisPackSSLClusterConnection for n in nodes)
+        assert client.connection_kwargs["password"] == "p"  # type: ignore[attr-defined]
     finally:
         await client.aclose()
 
