@@ -3,6 +3,8 @@ Redis and a real Redis Cluster."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from redis.exceptions import DataError
 
@@ -11,6 +13,7 @@ from streamer.infra.redis import (
     HiredisPackClusterConnection,
     HiredisPackConnection,
     HiredisPackSSLClusterConnection,
+    LuaScript,
     connect,
     connect_sync,
     is_cluster,
@@ -138,3 +141,25 @@ def test_single_node_client_is_not_cluster(redis_server: RedisServer) -> None:
     client = connect_sync(redis_server.url, client_name="test")
     assert not is_cluster(client)
     client.close()
+
+
+async def test_tls_cluster_end_to_end(tmp_path: Path) -> None:
+    """A real three-master cluster speaking TLS only: rediss+cluster:// with the CA in the
+    query reaches every master; pipelines and scripts work across them."""
+    cluster = RedisClusterServers(tmp_path, tls=True).start()
+    client = connect(cluster.url, client_name="test", block_ms=1000)
+    try:
+        assert cluster.url.startswith("rediss+cluster://")
+        keys = [f"tls:{i}" for i in range(30)]
+        pipe = client.pipeline(transaction=False)
+        for key in keys:
+            pipe.set(key, key)
+        await pipe.execute()
+        script = LuaScript("return redis.call('GET', KEYS[1])")
+        assert await script.run_many(client, [([k], []) for k in keys]) == [
+            k.encode() for k in keys
+        ]
+        assert len([n for n in client.get_nodes() if n._connections]) == 3
+    finally:
+        await client.aclose()
+        cluster.stop()

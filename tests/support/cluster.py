@@ -46,10 +46,18 @@ def cluster_port(taken: set[int]) -> int:
 
 
 class ClusterNodeServer(RedisServer):
-    """A redis-server with cluster mode on; ``--cluster-config-file`` in its own directory."""
+    """A redis-server with cluster mode on; ``--cluster-config-file`` in its own directory.
+    With ``tls`` (a directory holding cert.pem and key.pem) it speaks TLS only, to clients
+    and on the cluster bus."""
+
+    def __init__(
+        self, workdir: Path, port: int, *, appendonly: bool = False, tls: Path | None = None
+    ):
+        super().__init__(workdir, port, appendonly=appendonly)
+        self.tls = tls
 
     def extra_args(self) -> list[str]:
-        return [
+        args = [
             "--cluster-enabled",
             "yes",
             "--cluster-config-file",
@@ -57,22 +65,70 @@ class ClusterNodeServer(RedisServer):
             "--cluster-node-timeout",
             "2000",
         ]
+        if self.tls is not None:
+            args += ["--tls-port", str(self.port), "--port", "0", "--tls-cluster", "yes"]
+            args += ["--tls-cert-file", str(self.tls / "cert.pem")]
+            args += ["--tls-key-file", str(self.tls / "key.pem")]
+            args += ["--tls-ca-cert-file", str(self.tls / "cert.pem"), "--tls-auth-clients", "no"]
+        return args
+
+    def _ping(self) -> bool:
+        if self.tls is None:
+            return super()._ping()
+        assert self.process is not None
+        if self.process.poll() is not None:
+            raise RuntimeError(f"redis-server exited; see {self.workdir / 'redis.log'}")
+        return (
+            b"PONG"
+            in subprocess.run(
+                ["redis-cli", *tls_cli_args(self.tls), "-p", str(self.port), "PING"],
+                capture_output=True,
+                timeout=5,
+            ).stdout
+        )
+
+
+def tls_cli_args(tls: Path | None) -> list[str]:
+    return [] if tls is None else ["--tls", "--cacert", str(tls / "cert.pem")]
+
+
+def self_signed(directory: Path) -> Path:
+    """cert.pem and key.pem for 127.0.0.1 in ``directory`` (the certificate is its own CA)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    key, cert = str(directory / "key.pem"), str(directory / "cert.pem")
+    subject = ["-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"]
+    command = ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"]
+    subprocess.run(
+        [*command, *subject, "-keyout", key, "-out", cert],
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
+    return directory
 
 
 class RedisClusterServers:
-    def __init__(self, workdir: Path, masters: int = 3, *, appendonly: bool = False) -> None:
+    def __init__(
+        self, workdir: Path, masters: int = 3, *, appendonly: bool = False, tls: bool = False
+    ) -> None:
         self.workdir = workdir
+        self.tls = self_signed(workdir / "tls") if tls else None
         taken: set[int] = set()
         self.nodes: list[ClusterNodeServer] = []
         for i in range(masters):
             port = cluster_port(taken)
             taken.add(port)
-            node = ClusterNodeServer(workdir / f"node{i}", port, appendonly=appendonly)
+            node = ClusterNodeServer(
+                workdir / f"node{i}", port, appendonly=appendonly, tls=self.tls
+            )
             self.nodes.append(node)
 
     @property
     def url(self) -> str:
-        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+        nodes = ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+        if self.tls is None:
+            return f"redis+cluster://{nodes}"
+        return f"rediss+cluster://{nodes}?ssl_ca_certs={self.tls / 'cert.pem'}"
 
     def start(self) -> RedisClusterServers:
         for node in self.nodes:
@@ -84,7 +140,7 @@ class RedisClusterServers:
         else:
             addresses = [f"127.0.0.1:{n.port}" for n in self.nodes]
             subprocess.run(
-                [cli, "--cluster", "create", *addresses, "--cluster-yes"],
+                [cli, *tls_cli_args(self.tls), "--cluster", "create", *addresses, "--cluster-yes"],
                 check=True,
                 capture_output=True,
                 timeout=30,
@@ -101,7 +157,9 @@ class RedisClusterServers:
     def command(self, node: RedisServer, *args: str) -> bytes:
         """One command with redis-cli on ``node``; its raw output."""
         result = subprocess.run(
-            ["redis-cli", "-p", str(node.port), *args], capture_output=True, timeout=10
+            ["redis-cli", *tls_cli_args(self.tls), "-p", str(node.port), *args],
+            capture_output=True,
+            timeout=10,
         )
         return result.stdout
 
