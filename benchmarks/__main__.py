@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-AVAILABLE = ("worker", "e2e", "sockets", "push", "bridge", "replay", "api")
+AVAILABLE = ("worker", "e2e", "sockets", "push", "bridge", "replay", "api", "cluster")
 DEFAULT = ("worker", "e2e")
 
 

@@ -18,9 +18,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import redis
+import redis.cluster
 from redis.client import PubSub
 
 from bridges.core import (
@@ -37,7 +38,7 @@ from streamer.contract.keys import Keys
 from streamer.infra import metrics
 from streamer.infra.errors import RetryableError
 from streamer.infra.http import HealthTracker
-from streamer.infra.redis import REDIS_ERRORS
+from streamer.infra.redis import REDIS_ERRORS, is_cluster
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +82,63 @@ class Liveness:
         return self._pinged is not None and self._clock() - self._pinged >= self._interval_s
 
 
+class ShardedPubSub:
+    """SSUBSCRIBE on a Redis Cluster, with the few methods of PubSub the bridge uses.
+
+    A shard channel is served by the master of its slot only, so there is one subscribed
+    connection per master that serves one of the channels (redis-py's own cluster PubSub
+    reads sharded messages with another method, and its ``get_message`` fails). When a
+    channel's slot moves, Redis ends that subscription (an ``sunsubscribe`` the bridge did
+    not ask for): that raises ConnectionError, and the bridge subscribes again where the
+    slot now lives, as after any lost connection."""
+
+    def __init__(self, cluster: redis.cluster.RedisCluster) -> None:
+        self._cluster = cluster
+        self._by_node: dict[str, PubSub] = {}
+        self._leaving = False
+        self._turn = 0
+
+    def ssubscribe(self, channel: str) -> None:
+        node = self._cluster.get_node_from_key(channel)  # type: ignore[no-untyped-call]
+        pubsub = self._by_node.get(node.name)
+        if pubsub is None:
+            client = self._cluster.get_redis_connection(node)
+            pubsub = self._by_node[node.name] = client.pubsub()  # type: ignore[no-untyped-call]
+        pubsub.ssubscribe(channel)
+
+    def get_message(self, timeout: float = 0.0) -> dict[str, Any] | None:
+        """A message of any shard: what is buffered first, else wait ``timeout`` in all."""
+        pubsubs = list(self._by_node.values())
+        for _ in range(2):
+            for i in range(len(pubsubs)):
+                pubsub = pubsubs[(self._turn + i) % len(pubsubs)]
+                wait = 0.0 if _ == 0 else timeout / len(pubsubs)
+                message: dict[str, Any] | None = pubsub.get_message(timeout=wait)
+                if not self._leaving and not pubsub.subscribed:
+                    raise redis.ConnectionError("a shard channel's slot moved to another node")
+                if message is not None:
+                    self._turn += 1
+                    return message
+        return None
+
+    def ping(self, message: str) -> None:
+        for pubsub in self._by_node.values():
+            pubsub.ping(message)
+
+    def sunsubscribe(self) -> None:
+        self._leaving = True
+        for pubsub in self._by_node.values():
+            pubsub.sunsubscribe()  # type: ignore[no-untyped-call]
+
+    @property
+    def subscribed(self) -> bool:
+        return any(pubsub.subscribed for pubsub in self._by_node.values())
+
+    def close(self) -> None:
+        for pubsub in self._by_node.values():
+            pubsub.close()
+
+
 class PubSubBridge:
     """``run()`` until ``stop()`` (thread-safe; also the SIGTERM handler's job)."""
 
@@ -99,7 +157,7 @@ class PubSubBridge:
     def run(self) -> None:
         backoff = self._settings.common.backoff()
         while not self._stopping.is_set():
-            pubsub = self._source.pubsub()  # type: ignore[no-untyped-call]
+            pubsub = self._pubsub()
             try:
                 self._subscribe(pubsub)
                 if backoff.attempts:
@@ -119,6 +177,13 @@ class PubSubBridge:
             finally:
                 pubsub.close()
         log.info("pubsub bridge stopped")
+
+    def _pubsub(self) -> PubSub:
+        if self._settings.sharded and is_cluster(self._source):
+            cluster = cast(redis.cluster.RedisCluster, self._source)
+            return cast(PubSub, ShardedPubSub(cluster))
+        pubsub: PubSub = self._source.pubsub()  # type: ignore[no-untyped-call]
+        return pubsub
 
     def _subscribe(self, pubsub: PubSub) -> None:
         if self._settings.sharded:

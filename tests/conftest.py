@@ -11,6 +11,7 @@ import redis.asyncio as aioredis
 
 from streamer.contract.keys import Keys
 from streamer.infra.redis import connect_sync
+from tests.support.cluster import RedisClusterServers
 from tests.support.metrics import isolated
 from tests.support.servers import RedisServer
 
@@ -47,3 +48,18 @@ def isolated_env(redis_server: RedisServer) -> tuple[dict[str, str], Keys]:
     """Environment for streamer processes on the private server under a key prefix of their
     own (no flush needed, so processes of other tests are never disturbed), and its keys."""
     return isolated(redis_server.url)
+
+
+@pytest.fixture(scope="session")
+def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisClusterServers]:
+    """A private three-master Redis Cluster these tests started and own."""
+    cluster = RedisClusterServers(Path(tmp_path_factory.mktemp("cluster"))).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture
+def cluster_env(redis_cluster: RedisClusterServers) -> tuple[dict[str, str], Keys]:
+    """``isolated_env`` on the private cluster: a key prefix of its own, REDIS_URL a
+    ``redis+cluster://`` URL."""
+    return isolated(redis_cluster.url)

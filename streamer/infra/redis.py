@@ -10,7 +10,15 @@ Every client comes from ``connect`` (asyncio) or ``connect_sync`` (the bridges' 
   only the caller knows whether running it again is harmless. Callers retry with backoff,
   with idempotent writes (see the scripts);
 - commands are packed with hiredis's C packer (the asyncio client packs in Python, which
-  was ~40 % of the worker's CPU per event).
+  was ~40 % of the worker's CPU per event), on every node's connections in cluster mode too.
+
+Cluster mode: ``redis+cluster://[user:password@]host:port[,host:port…]`` (``rediss+cluster://``
+for TLS) names startup nodes of a Redis Cluster; the rest of the topology is discovered. The
+cluster client follows MOVED and ASK redirections and waits out TRYAGAIN by itself (a
+redirected command did not run, so following it is safe), but it re-runs nothing that may
+have run: its retry count is 0 like the single-node client's. A failover or CLUSTERDOWN
+surfaces as a ``REDIS_ERRORS`` error to the caller, which backs off and retries; the client
+re-reads the slot map before its next command.
 
 ``REDIS_ERRORS`` is what a Redis failure looks like to the loops that retry: the error tree
 in ``streamer.infra.errors`` describes how the process kinds treat it.
@@ -20,13 +28,19 @@ from __future__ import annotations
 
 import hashlib
 import socket
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from importlib import resources
 from typing import Any, cast
+from urllib.parse import unquote
 
 import hiredis
 import redis
 import redis.asyncio as aioredis
+import redis.asyncio.cluster as aiocluster
+import redis.cluster
+from redis.asyncio.connection import parse_url
 from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError
@@ -48,6 +62,7 @@ KEEPALIVE_OPTIONS = {
 }
 
 SCHEMES = ("redis://", "rediss://", "unix://")
+CLUSTER_SCHEMES = ("redis+cluster://", "rediss+cluster://")
 
 Keys = Sequence[str | bytes]
 Args = Sequence[EncodableT]
@@ -71,6 +86,61 @@ class HiredisPackUnixConnection(aioredis.UnixDomainSocketConnection):
         return [_pack(args)]
 
 
+# Per Redis address: when a connection to it last found the server gone (monotonic s).
+_SERVER_GONE: dict[tuple[str, int], float] = {}
+
+
+class _ClusterNodeConnection(aioredis.Connection):
+    """A connection to one node of a Redis Cluster that is reopened when another connection
+    to the same node found the server gone after it was opened.
+
+    A master that restarts (or a node that fails over) leaves every idle connection to it
+    dead. redis-py's cluster client drops them when a single command fails, but not when a
+    pipeline does: each later pipeline to that node then failed on the next stale connection
+    of the pool, one by one (a gateway's ownership writes failed for 40 s after a restart)."""
+
+    _opened_at = 0.0
+    _handshake = False  # connecting: its HELLO/CLIENT SETNAME go out on it, never reopened
+
+    async def connect_check_health(self, *args: Any, **kwargs: Any) -> None:
+        if self.is_connected:
+            return
+        self._opened_at = time.monotonic()
+        self._handshake = True
+        try:
+            await super().connect_check_health(*args, **kwargs)
+        finally:
+            self._handshake = False
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        gone = _SERVER_GONE.get((self.host, self.port), 0.0)
+        if self.is_connected and not self._handshake and gone > self._opened_at:
+            await self.disconnect()
+        try:
+            await super().send_packed_command(command, check_health)
+        except (AttributeError, RuntimeError) as exc:
+            # On CLUSTERDOWN redis-py closes every connection of the client, also those in
+            # use by other tasks: this one lost its socket (or its transport) while sending.
+            if self.is_connected:
+                raise
+            raise redis.ConnectionError("connection closed by the cluster client") from exc
+
+    async def read_response(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().read_response(*args, **kwargs)
+        except redis.ConnectionError:
+            _SERVER_GONE[(self.host, self.port)] = time.monotonic()
+            raise
+
+
+class HiredisPackClusterConnection(_ClusterNodeConnection, HiredisPackConnection):
+    pass
+
+
+class HiredisPackSSLClusterConnection(_ClusterNodeConnection, HiredisPackSSLConnection):
+    pass
+
+
 def _pack(args: tuple[EncodableT, ...]) -> bytes:
     command = args[0].encode() if isinstance(args[0], str) else args[0]
     if isinstance(command, bytes) and b" " in command:  # e.g. "XINFO GROUPS"
@@ -89,7 +159,54 @@ _ASYNC_CLASSES: dict[str, type[aioredis.Connection] | type[aioredis.UnixDomainSo
 
 def is_cluster(client: object) -> bool:
     """Whether ``client`` talks to a Redis Cluster (multi-key commands stay in one slot)."""
-    return False
+    return isinstance(client, aiocluster.RedisCluster | redis.cluster.RedisCluster)
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterUrl:
+    """A ``redis+cluster://`` URL taken apart: startup nodes, TLS, and the options of one
+    node's URL (credentials, query) that every node's connections share."""
+
+    nodes: tuple[tuple[str, int], ...]
+    tls: bool
+    options: dict[str, Any]
+
+
+def parse_cluster_url(url: str) -> ClusterUrl:
+    """Raises ValueError (without the password) for anything but a cluster URL naming at
+    least one host:port, database 0 or none."""
+    scheme = next((s for s in CLUSTER_SCHEMES if url.startswith(s)), None)
+    if scheme is None:
+        raise ValueError(f"expected {' or '.join(CLUSTER_SCHEMES)}")
+    rest = url[len(scheme) :]
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    authority, tail = rest[:cut], rest[cut:]
+    credentials, _, hosts = authority.rpartition("@")
+    nodes = tuple(_host_port(part) for part in hosts.split(","))
+    single = f"{'rediss' if scheme.startswith('rediss') else 'redis'}://"
+    if credentials:
+        single += credentials + "@"
+    options: dict[str, Any] = dict(parse_url(f"{single}{nodes[0][0]}:{nodes[0][1]}{tail}"))
+    if options.pop("db", 0) != 0:
+        raise ValueError("a cluster has database 0 only")
+    for key in ("host", "port", "connection_class"):
+        options.pop(key, None)
+    return ClusterUrl(nodes, scheme.startswith("rediss"), options)
+
+
+def _host_port(text: str) -> tuple[str, int]:
+    host, colon, port = unquote(text.strip()).rpartition(":")
+    if not colon or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"expected host:port, got {text.strip()!r}")
+    return host.strip("[]"), int(port)
+
+
+def check_url(url: str) -> None:
+    """Raises ValueError (without the password) unless ``url`` is one ``connect`` accepts."""
+    if url.startswith(CLUSTER_SCHEMES):
+        parse_cluster_url(url)
+    elif not url.startswith(SCHEMES):
+        raise ValueError(f"expected a {', '.join((*SCHEMES, *CLUSTER_SCHEMES))} URL")
 
 
 def reply_timeout_s(block_ms: int) -> float:
@@ -112,7 +229,12 @@ def _options(url: str, client_name: str, block_ms: int) -> dict[str, Any]:
 
 def connect(url: str, *, client_name: str, block_ms: int = 0) -> aioredis.Redis:
     """An asyncio client for ``url``. ``block_ms`` is the longest BLOCK this client's
-    commands use (XREAD, XREADGROUP); replies may take that long plus REPLY_MARGIN_S."""
+    commands use (XREAD, XREADGROUP); replies may take that long plus REPLY_MARGIN_S.
+
+    A cluster client is typed as ``aioredis.Redis``: the commands streamer sends have the same
+    signatures on both, and ``is_cluster`` tells the callers that care apart."""
+    if url.startswith(CLUSTER_SCHEMES):
+        return cast(aioredis.Redis, _connect_cluster(url, client_name, block_ms))
     scheme = next((s for s in SCHEMES if url.startswith(s)), None)
     if scheme is None:
         raise ValueError(f"not a Redis URL: {url!r}")
@@ -125,10 +247,40 @@ def connect(url: str, *, client_name: str, block_ms: int = 0) -> aioredis.Redis:
     )
 
 
+def _connect_cluster(url: str, client_name: str, block_ms: int) -> aiocluster.RedisCluster:
+    parsed = parse_cluster_url(url)
+    client = aiocluster.RedisCluster(
+        startup_nodes=[aiocluster.ClusterNode(host, port) for host, port in parsed.nodes],
+        ssl=parsed.tls,
+        retry=AsyncRetry(NoBackoff(), 0),
+        health_check_interval=HEALTH_CHECK_INTERVAL_S,
+        **{**_options(url, client_name, block_ms), **parsed.options},
+    )
+    # The cluster client builds every node's connections from one shared mapping, with a
+    # Python-packing connection class it picks itself: give it ours, before any connects.
+    packing = HiredisPackSSLClusterConnection if parsed.tls else HiredisPackClusterConnection
+    client.connection_kwargs["connection_class"] = packing
+    for node in client.nodes_manager.startup_nodes.values():
+        node.connection_class = packing
+    return client
+
+
 def connect_sync(url: str, *, client_name: str, block_ms: int = 0) -> redis.Redis:
     """A synchronous client with the same settings, for threads that block in a broker's
     library (the bridges). Its C packer is redis-py's default there. No periodic health
     check: a subscribed connection is pinged by its owner (bridges.pubsub.Liveness)."""
+    if url.startswith(CLUSTER_SCHEMES):
+        parsed = parse_cluster_url(url)
+        cluster = redis.cluster.RedisCluster(
+            startup_nodes=[
+                redis.cluster.ClusterNode(host, port)  # type: ignore[no-untyped-call]
+                for host, port in parsed.nodes
+            ],
+            ssl=parsed.tls,
+            retry=Retry(NoBackoff(), 0),
+            **{**_options(url, client_name, block_ms), **parsed.options},
+        )
+        return cast(redis.Redis, cluster)
     return redis.Redis.from_url(
         url, retry=Retry(NoBackoff(), 0), **_options(url, client_name, block_ms)
     )

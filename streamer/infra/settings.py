@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from streamer.contract.partitions import MAX_PARTITIONS
 from streamer.infra.errors import ConfigError
+from streamer.infra.redis import check_url
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
@@ -90,8 +91,10 @@ class Env:
 
     def redis_url(self, name: str = "REDIS_URL", default: str = "redis://127.0.0.1:6379/0") -> str:
         url = self.text(name, default)
-        if not url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"{name}: expected a redis://, rediss:// or unix:// URL, got {url!r}")
+        try:
+            check_url(url)
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}, got {url!r}") from None
         return url
 
     def existing_file(self, name: str) -> str | None:

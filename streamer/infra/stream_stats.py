@@ -219,12 +219,14 @@ def merge_consumers(lists: list[list[ConsumerInfo]], limit: int = 50) -> list[Co
 async def dead_letter_reasons(
     redis: aioredis.Redis, keys: Keys, *, scan: int = 1000
 ) -> list[tuple[str, int]]:
-    """Reasons among the newest ``scan`` dead letters of each DLQ (one script call per DLQ,
-    each in its own slot), summed, most frequent first."""
-    counts: dict[str, int] = {}
+    """Reasons among the newest ``scan`` dead letters of each DLQ (every partition's and the
+    compatibility stream's: one script call each, in one round trip; on Redis Cluster each
+    runs in its DLQ's slot), most frequent first."""
+    pipe = redis.pipeline(transaction=False)
     for _, dlq in ingress_streams(keys):
-        flat = await redis.eval(_TALLY_REASONS, 1, dlq, str(scan))  # type: ignore[misc]
+        pipe.execute_command("EVAL", _TALLY_REASONS, 1, dlq, str(scan))
+    counts: dict[str, int] = {}
+    for flat in await pipe.execute():
         for i in range(0, len(flat), 2):
-            reason = _text(flat[i])
-            counts[reason] = counts.get(reason, 0) + int(flat[i + 1])
+            counts[_text(flat[i])] = counts.get(_text(flat[i]), 0) + int(flat[i + 1])
     return sorted(counts.items(), key=lambda p: (-p[1], p[0]))

@@ -27,7 +27,8 @@ V = Variable  # short, for the table below
 # Grouped as the README's table is; the group names head the sections of .env.example.
 GROUPS: dict[str, tuple[Variable, ...]] = {
     "Redis and keys": (
-        V("REDIS_URL", "redis://127.0.0.1:6379/0", "Redis to use (redis://, rediss://, unix://)",
+        V("REDIS_URL", "redis://127.0.0.1:6379/0",
+          "Redis to use (redis://, rediss://, unix://; a cluster: redis+cluster://h:p,h:p…)",
           "unset: the stack of `streamer up` if one runs here, else the default"),
         V("KEY_PREFIX", "notify:", "prefix of every key"),
         V("STREAM_KEY", "notify:events", "ingress stream (contract)"),

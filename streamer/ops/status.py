@@ -22,6 +22,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from streamer.contract.keys import Keys
+from streamer.infra import registry
 from streamer.infra.redis import REDIS_ERRORS, connect
 from streamer.infra.settings import Env, RedisSettings
 from streamer.infra.stream_stats import (
@@ -143,13 +144,14 @@ def problems(
     return found
 
 
-async def _live(
-    redis: aioredis.Redis, key: str, now_ms: int, live_ms: int
-) -> list[tuple[str, int]]:
-    """Members of a heartbeat zset seen within live_ms, as (id, heartbeat age ms)."""
+async def _live(redis: aioredis.Redis, key: str, live_ms: int) -> tuple[int, list[tuple[str, int]]]:
+    """Members of a heartbeat zset seen within live_ms, as (id, heartbeat age ms), judged on
+    the clock that stamped the heartbeats: the TIME of the node holding the zset (on Redis
+    Cluster each registry's own master); and that now, in ms."""
+    now_ms, _ = await registry.live(redis, key, live_ms)
     rows = await redis.zrangebyscore(key, now_ms - live_ms, "+inf", withscores=True)
     # max(0, …): a heartbeat written by a host whose clock runs ahead of ours.
-    return sorted((member.decode(), max(0, now_ms - int(score))) for member, score in rows)
+    return now_ms, sorted((member.decode(), max(0, now_ms - int(score))) for member, score in rows)
 
 
 def _int(info: dict[bytes, bytes], field: bytes) -> int | None:
@@ -170,10 +172,8 @@ def _gateway(gid: str, age_ms: int, info: dict[bytes, bytes], now_ms: int) -> Ga
     )
 
 
-async def _gateways(
-    redis: aioredis.Redis, keys: Keys, now_ms: int, live_ms: int
-) -> tuple[list[Gateway], int]:
-    live = await _live(redis, keys.gateways, now_ms, live_ms)
+async def _gateways(redis: aioredis.Redis, keys: Keys, live_ms: int) -> tuple[list[Gateway], int]:
+    now_ms, live = await _live(redis, keys.gateways, live_ms)
     pipe = redis.pipeline(transaction=False)
     for gid, _ in live:
         pipe.hgetall(keys.gateway_info(gid))
@@ -201,18 +201,18 @@ def _partition(unit: Unit, s: StreamStats, owner: str | None, live: set[str]) ->
 
 
 async def collect(redis: aioredis.Redis, keys: Keys, thresholds: Thresholds) -> Report:
-    now_ms = await server_now_ms(redis)
+    now_ms = await server_now_ms(redis)  # for the streams' ages; liveness on its own clock
     all_units = units(keys)  # the partitions, then the compatibility stream
     stats = await sample_all(redis, keys, now_ms)
     owners = await _owners(redis, all_units)
-    live = await _live(redis, keys.workers, now_ms, thresholds.live_ms)
+    _, live = await _live(redis, keys.workers, thresholds.live_ms)
     workers = [Worker(w, age) for w, age in live]
     streams = [
         _partition(u, s, o, {w.id for w in workers})
         for u, s, o in zip(all_units, stats, owners, strict=True)
     ]
     totals = total(stats)
-    gateways, stale = await _gateways(redis, keys, now_ms, thresholds.live_ms)
+    gateways, stale = await _gateways(redis, keys, thresholds.live_ms)
     held = [await consumers(redis, u.stream, keys.group, now_ms) for u in all_units]
     return Report(
         stream=totals,

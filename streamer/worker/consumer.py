@@ -190,6 +190,12 @@ class StreamConsumer:
         metrics.EVENTS_CONSUMED.labels("reclaimed").inc(len(entries))
         return entries
 
+    def restart_take_over(self) -> None:
+        """Take the unit over again from its first pending entry, without counting a
+        delivery (nothing of it was delivered yet)."""
+        self._claim_cursor = "0-0"
+        self.counting_take_over = False
+
     def claim_due(self) -> bool:
         return time.monotonic() >= self._next_claim_at
 
@@ -486,6 +492,35 @@ async def read_new(
         entries += [RawEntry(unit, _text(eid), fields, 1) for eid, fields in rows]
     metrics.EVENTS_CONSUMED.labels("new").inc(len(entries))
     return entries
+
+
+async def read_new_alone(
+    redis: aioredis.Redis, consumer: StreamConsumer, count: int, block_ms: int
+) -> tuple[list[RawEntry], bool]:
+    """``read_new`` of one unit, and whether, once the read returned, entries of its stream
+    were pending for another consumer (a previous owner that lost its lease and whose read
+    was still in flight: it took entries after this worker's take-over had looked). Those
+    are older than what this read returned and must be handled first: the caller takes the
+    unit over again (see ``restart_take_over``) and leaves this read's entries pending for
+    that pass, which handles everything in stream order. The check rides in the same round
+    trip, after the read."""
+    pipe = redis.pipeline(transaction=False)
+    pipe.xreadgroup(
+        consumer._group, consumer.name, {consumer.stream: ">"}, count=count, block=block_ms
+    )
+    pipe.xpending(consumer.stream, consumer._group)
+    reply, pending = await pipe.execute(raise_on_error=False)
+    for result in (reply, pending):
+        if isinstance(result, Exception):
+            raise result  # as Redis said it (NOGROUP is recognised by its first word)
+    entries = [
+        RawEntry(consumer.unit, _text(eid), fields, 1)
+        for _, rows in reply or ()
+        for eid, fields in rows
+    ]
+    metrics.EVENTS_CONSUMED.labels("new").inc(len(entries))
+    others = [c for c in pending.get("consumers") or () if _text(c["name"]) != consumer.name]
+    return entries, any(int(c["pending"]) for c in others)
 
 
 def _decision(item: Deferred) -> Settlement:

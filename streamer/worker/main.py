@@ -13,6 +13,7 @@ in its slot).
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import signal
@@ -39,6 +40,7 @@ from streamer.worker.consumer import (
     StreamConsumer,
     apply_all,
     read_new,
+    read_new_alone,
 )
 from streamer.worker.delivery import LiveGateways, LogWriter
 from streamer.worker.leases import HANDED_OVER, Leases
@@ -88,6 +90,9 @@ class Worker:
         self._turn = 0  # which unit a small read starts with (round robin)
         self._batch_lock = asyncio.Lock()  # units change hands between batches, never during
         self._changed = asyncio.Event()
+        # Units with a read (XREADGROUP, XAUTOCLAIM, XPENDING) in flight, and how many.
+        self._reading: collections.Counter[int] = collections.Counter()
+        self._reads_done = asyncio.Condition()
         self._stopping = asyncio.Event()
         self._cluster = is_cluster(redis)
         self.health = HealthTracker(settings.metrics.health_threshold_s, time.monotonic)
@@ -109,7 +114,7 @@ class Worker:
         if not consumers:
             return 0
         room = await self._processor.room(self._settings.consumer.read_count)
-        batch = await self._next_batch(consumers, room)
+        batch = await self._reading_from(consumers, room)
         if not batch:
             return 0
         async with self._batch_lock:
@@ -121,6 +126,22 @@ class Worker:
                 await self._handle(batch)
             metrics.BATCH_DURATION.observe(time.perf_counter() - started)
         return len(batch)
+
+    async def _reading_from(self, consumers: list[StreamConsumer], count: int) -> list[RawEntry]:
+        """``_next_batch``, with its units counted as being read until it returns, so that a
+        hand-over waits for it (see ``_give_back``)."""
+        positions = [self._position[c.unit] for c in consumers]
+        self._reading.update(positions)
+        try:
+            return await self._next_batch(consumers, count)
+        finally:
+            self._reading.subtract(positions)
+            async with self._reads_done:
+                self._reads_done.notify_all()
+
+    async def _reads_finished(self, position: int) -> None:
+        async with self._reads_done:
+            await self._reads_done.wait_for(lambda: self._reading[position] <= 0)
 
     async def _next_batch(self, consumers: list[StreamConsumer], count: int) -> list[RawEntry]:
         for consumer in consumers:
@@ -141,6 +162,8 @@ class Worker:
         reading = consumers[:1] if self._cluster else consumers
         self._turn += 1
         try:
+            if self._cluster:
+                return await self._read_alone(consumers[0], count, block)
             return await read_new(self._redis, reading, count, block, self._turn)
         except ResponseError as exc:
             # NOGROUP, or UNBLOCKED while blocked: the stream or group vanished (Redis lost
@@ -151,6 +174,21 @@ class Worker:
             for consumer in reading:
                 await consumer.recreate_group()
             return []
+
+    async def _read_alone(
+        self, consumer: StreamConsumer, count: int, block_ms: int
+    ) -> list[RawEntry]:
+        entries, older_elsewhere = await read_new_alone(self._redis, consumer, count, block_ms)
+        if not older_elsewhere:
+            return entries
+        # A previous owner's late read took older entries: take the unit over again, so
+        # that they go first (their log appends would otherwise count as done).
+        log.warning(
+            "%s: entries pending for another consumer; taking over again", consumer.unit.name
+        )
+        consumer.restart_take_over()
+        self._taking_over.add(self._position[consumer.unit])
+        return []
 
     async def _handle(self, batch: list[RawEntry]) -> None:
         """Process until delivered (every step is idempotent, so a failed batch is simply
@@ -392,6 +430,12 @@ class Worker:
                 self._taking_over.discard(position)
             if consumer is None:
                 return
+            # A read of this unit still in flight (a blocking XREADGROUP) may yet take new
+            # entries for this worker's consumer. They must be pending before the lease goes,
+            # so that the next owner's take-over sees them and handles them first: taken
+            # later, after newer entries, their log appends would count as done (deliver.lua
+            # keeps a log's ids increasing) and they would be lost. Bounded by the reply timeout.
+            await self._reads_finished(position)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(consumer.settled(), _HANDOVER_WAIT_S)
             await self._leases.release([consumer.unit.lease])

@@ -120,6 +120,23 @@ class StreamSink:
         await self._client.aclose()
 
 
+class PartitionSink:
+    """XADD each event to its user's partition stream (as streamer.producer does)."""
+
+    def __init__(self, redis_url: str, keys: Keys = KEYS) -> None:
+        self._client = redis_connect(redis_url, client_name="partition-producer")
+        self._keys = keys
+
+    async def __call__(self, chunk: list[Event]) -> None:
+        pipe = self._client.pipeline(transaction=False)
+        for event in chunk:
+            pipe.xadd(self._keys.ingress(event.user), {"payload": event.body})
+        await pipe.execute()
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+
 class RabbitSink:
     """Persistent messages to a RabbitMQ queue, accepted once the broker confirmed them.
     No ``message_id``: the bridge must not double what producers send without one."""

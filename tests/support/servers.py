@@ -58,12 +58,17 @@ class RedisServer:
                 "--logfile",
                 str(self.workdir / "redis.log"),
                 *(["--unixsocket", str(self.unixsocket)] if self.unixsocket else []),
+                *self.extra_args(),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
         wait_for(lambda: self._ping(), timeout=10, what=f"redis-server on {self.port}")
         return self
+
+    def extra_args(self) -> list[str]:
+        """More redis-server options (a subclass's)."""
+        return []
 
     def _ping(self) -> bool:
         assert self.process is not None
