@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
 from bridges.rabbitmq import declare_queue
 from streamer.contract.keys import Keys
-from streamer.infra.redis import connect
-from tests.support.cluster import ClusterStack, RedisClusterServers
+from tests.support.cluster import ClusterStack
 from tests.support.events import payload
 from tests.support.polling import eventually
 from tests.support.processes import StreamerProcess
@@ -22,22 +19,6 @@ from tests.support.rabbit import channel, delete_queues, publish_confirmed, uniq
 
 pytestmark = pytest.mark.timeout(90)
 USERS = [f"bridged-{i}" for i in range(8)]
-
-
-@pytest.fixture
-def stack(
-    redis_cluster: RedisClusterServers, cluster_env: tuple[dict[str, str], Keys], tmp_path: Path
-) -> Iterator[ClusterStack]:
-    stack = ClusterStack(redis_cluster, cluster_env[0], tmp_path)
-    yield stack
-    stack.close()
-
-
-@pytest.fixture
-async def client(redis_cluster: RedisClusterServers) -> AsyncIterator[aioredis.Redis]:
-    redis = connect(redis_cluster.url, client_name="test")
-    yield redis
-    await redis.aclose()
 
 
 def bridge(stack: ClusterStack, kind: str, **extra: str) -> StreamerProcess:

@@ -4,7 +4,7 @@ real sockets, every event counted (tests.support.load)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -26,15 +26,6 @@ from tests.support.metrics import isolated
 from tests.support.polling import eventually
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def stack(
-    redis_cluster: RedisClusterServers, cluster_env: tuple[dict[str, str], Keys], tmp_path: Path
-) -> Iterator[ClusterStack]:
-    stack = ClusterStack(redis_cluster, cluster_env[0], tmp_path)
-    yield stack
-    stack.close()
 
 
 During = Callable[[Produced], Awaitable[None]]

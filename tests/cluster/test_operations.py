@@ -5,38 +5,18 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 import redis.asyncio as aioredis
 
 from streamer.contract.keys import Keys
-from streamer.infra.redis import connect
-from tests.support.cluster import ClusterStack, RedisClusterServers
+from tests.support.cluster import ClusterStack
 from tests.support.events import payload
 from tests.support.gateway import open_socket, receive
 from tests.support.polling import eventually
 from tests.support.processes import run_streamer
 
 pytestmark = pytest.mark.timeout(90)
-
-
-@pytest.fixture
-def stack(
-    redis_cluster: RedisClusterServers, cluster_env: tuple[dict[str, str], Keys], tmp_path: Path
-) -> Iterator[ClusterStack]:
-    stack = ClusterStack(redis_cluster, cluster_env[0], tmp_path)
-    yield stack
-    stack.close()
-
-
-@pytest.fixture
-async def client(redis_cluster: RedisClusterServers) -> AsyncIterator[aioredis.Redis]:
-    """streamer's own cluster client on the private cluster."""
-    redis = connect(redis_cluster.url, client_name="test")
-    yield redis
-    await redis.aclose()
 
 
 def streamer(env: dict[str, str], *args: str) -> str:
