@@ -36,8 +36,8 @@ from tests.support.servers import RedisServer, free_port
 pytestmark = pytest.mark.image
 
 UNPRIVILEGED_UID = 10001
-KINDS = tuple(ADDRESSES)  # worker, gateway, bridge rabbitmq, bridge pubsub
-PORT_VARIABLE = {"gateway": "GATEWAY_PORT"}  # the others: METRICS_PORT
+KINDS = tuple(ADDRESSES)  # worker, gateway, bridge rabbitmq, bridge pubsub, api
+PORT_VARIABLE = {"gateway": "GATEWAY_PORT", "api": "API_PORT"}  # the others: METRICS_PORT
 COMPILERS = ("cc", "gcc", "g++", "c++", "clang", "cpp", "make", "ld", "as")
 # A PEM private key: the armour line, then base64 (not a docstring's "<key bytes>").
 PRIVATE_KEY = re.compile(rb"-----BEGIN [A-Z ]*PRIVATE KEY-----\r?\n[A-Za-z0-9+/=]{40}")
@@ -123,19 +123,23 @@ def kind_env(kind: str, redis_url: str) -> dict[str, str]:
             "RABBITMQ_QUEUE_NAME_AI_UPDATES": unique_queue("image_smoke"),
         },
         "bridge pubsub": {"REDIS_PUBSUB_CHANNEL_NAME": f"image_smoke_{unique}"},
+        "api": {"API_KEYS": f"image-smoke-{unique}"},
     }[kind]
     return {"REDIS_URL": redis_url, "LOG_LEVEL": "info", **extra}
 
 
 def connected(kind: str, env: dict[str, str], client: SyncRedis) -> bool:
     """Whether a process of ``kind`` has reached its broker: it heartbeats in Redis as a
-    worker or gateway, consumes its queue, or subscribes its channel."""
+    worker or gateway, consumes its queue, subscribes its channel, or (the HTTP API) holds a
+    connection to Redis."""
     if kind == "worker":
         return client.zscore(KEYS.workers, env["WORKER_ID"]) is not None
     if kind == "gateway":
         return client.zscore(KEYS.gateways, env["GATEWAY_ID"]) is not None
     if kind == "bridge rabbitmq":
         return wait_quiet(lambda: consumers(env["RABBITMQ_QUEUE_NAME_AI_UPDATES"]) > 0)
+    if kind == "api":  # its Redis client is connected (it pings Redis for /readyz)
+        return any(c.get("name") == "streamer-api" for c in client.client_list())
     [(_, subscribers)] = client.pubsub_numsub(env["REDIS_PUBSUB_CHANNEL_NAME"])
     return bool(subscribers)
 
