@@ -66,10 +66,5 @@ class ApiProcess(StreamerProcess):
         super().__init__(["api"], env, workdir / "api.log")
 
     def start(self) -> ApiProcess:
-        super().start()
-        try:
-            self.wait_healthy(self.port)
-        except BaseException:
-            self.kill()
-            raise
+        self.start_healthy(self.port)
         return self

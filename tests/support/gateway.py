@@ -145,12 +145,7 @@ class GatewayProcess(StreamerProcess):
         super().__init__(["gateway"], env, workdir / f"{gateway_id}.log")
 
     def start(self) -> GatewayProcess:
-        super().start()
-        try:
-            self.wait_healthy(self.port)
-        except BaseException:
-            self.kill()
-            raise
+        self.start_healthy(self.port)
         return self
 
 

@@ -95,6 +95,16 @@ class StreamerProcess:
         text = self.log_path.read_text(errors="replace")
         return text if tail is None else text[-tail:]
 
+    def start_healthy(self, port: int) -> None:
+        """Start, then wait until /healthz on ``port`` answers 200; killed if it never does.
+        (Subclasses whose ``start`` calls this get the plain start here, not their own.)"""
+        StreamerProcess.start(self)
+        try:
+            self.wait_healthy(port)
+        except BaseException:
+            self.kill()
+            raise
+
     def wait_healthy(self, port: int, path: str = "/healthz", timeout: float = 20.0) -> None:
         """Until ``path`` on ``port`` answers 200; a child that exits first fails at once."""
 
