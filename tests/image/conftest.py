@@ -1,9 +1,8 @@
 """The container image smoke test.
 
-`just image-test` builds the image and runs these tests with STREAMER_IMAGE_TEST=required:
-then a missing tool or image, or any skipped test, fails the run. Under plain `just test`
-they run only when the image exists and was built from the current sources (otherwise they
-are skipped, saying why).
+`just image-test` builds the image and runs these tests (`-m image`; plain `just test`
+deselects them). A missing tool, an image missing or built from other sources, or any skipped
+test fails the run, saying why: a smoke test that did not run is not a pass.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from tests.support.containers import image_config, image_size
 from tests.support.paths import REPO_ROOT
 
 IMAGE = os.environ.get("STREAMER_IMAGE", "localhost/streamer:dev")
-REQUIRED = os.environ.get("STREAMER_IMAGE_TEST") == "required"
 _skipped: list[str] = []
 _image_used: list[str] = []
 
@@ -48,9 +46,7 @@ def image() -> str:
     """The image under test, built from the current sources."""
     problem = unavailable(IMAGE)
     if problem is not None:
-        if REQUIRED:
-            pytest.fail(f"image smoke test cannot run: {problem}", pytrace=False)
-        pytest.skip(problem)
+        pytest.fail(f"image smoke test cannot run: {problem}", pytrace=False)
     _image_used.append(IMAGE)
     return IMAGE
 
@@ -61,12 +57,12 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    if REQUIRED and _skipped and session.exitstatus == pytest.ExitCode.OK:
+    if _skipped and session.exitstatus == pytest.ExitCode.OK:
         session.exitstatus = pytest.ExitCode.TESTS_FAILED  # a skip is no pass here
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    if REQUIRED and _skipped:
+    if _skipped:
         terminalreporter.write_line(f"image-test: skipped, so failed: {', '.join(_skipped)}")
     if _image_used:
         terminalreporter.write_line(f"image {_image_used[0]}: {image_size(_image_used[0])}")
