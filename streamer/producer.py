@@ -26,9 +26,9 @@ exactly-once appends.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Generic, Self, TypeVar
 
 import msgspec
 import redis
@@ -45,6 +45,8 @@ from streamer.infra.settings import Env, RedisSettings
 Event = NotificationPayload | Mapping[str, Any] | bytes | str
 
 DEFAULT_MAX_PAYLOAD_BYTES = 65536
+
+Client = TypeVar("Client", aioredis.Redis, redis.Redis)
 
 _PUBLISH = LuaScript.load("streamer.lua", "publish.lua")
 _encoder = msgspec.json.Encoder()
@@ -130,11 +132,39 @@ class ProducerSettings:
         )
 
 
-class _Base:
-    def __init__(self, keys: Keys, max_payload_bytes: int, dedupe_ttl_s: int) -> None:
+class _Base(Generic[Client]):
+    """What both producers share: the checks, and how one is made from settings; only the
+    client (asyncio or synchronous) and the I/O differ."""
+
+    _open: Callable[..., Client]  # connect or connect_sync
+
+    def __init__(
+        self,
+        client: Client,
+        keys: Keys,
+        *,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        dedupe_ttl_s: int = 0,
+    ) -> None:
+        self.client: Client = client
         self.keys = keys
         self.max_payload_bytes = max_payload_bytes
         self.dedupe_ttl_s = dedupe_ttl_s
+
+    @classmethod
+    def from_settings(cls, settings: ProducerSettings, *, client_name: str) -> Self:
+        return cls(
+            cls._open(settings.redis.url, client_name=client_name),
+            Keys.from_settings(settings.redis),
+            max_payload_bytes=settings.max_payload_bytes,
+            dedupe_ttl_s=settings.dedupe_ttl_s,
+        )
+
+    @classmethod
+    def connect(cls, url: str | None = None, environ: Mapping[str, str] | None = None) -> Self:
+        """A producer on ``url`` (else REDIS_URL), with the keys and limits ``environ`` (by
+        default the process environment) configures: KEY_PREFIX, INGRESS_PARTITIONS, ..."""
+        return cls.from_settings(_settings(url, environ), client_name="streamer-producer")
 
     def prepare(self, event: Event) -> Entry:
         """Check one event as ``publish`` does, writing nothing; raises InvalidEvent."""
@@ -146,36 +176,10 @@ class _Base:
         return prepare_many(events, self.keys, self.max_payload_bytes, dedupe=dedupe)
 
 
-class Producer(_Base):
+class Producer(_Base[aioredis.Redis]):
     """Publishes with an asyncio client (from ``streamer.infra.redis.connect``)."""
 
-    def __init__(
-        self,
-        client: aioredis.Redis,
-        keys: Keys,
-        *,
-        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-        dedupe_ttl_s: int = 0,
-    ) -> None:
-        super().__init__(keys, max_payload_bytes, dedupe_ttl_s)
-        self.client = client
-
-    @classmethod
-    def from_settings(cls, settings: ProducerSettings, *, client_name: str) -> Producer:
-        client = connect(settings.redis.url, client_name=client_name)
-        keys = Keys.from_settings(settings.redis)
-        return cls(
-            client,
-            keys,
-            max_payload_bytes=settings.max_payload_bytes,
-            dedupe_ttl_s=settings.dedupe_ttl_s,
-        )
-
-    @classmethod
-    def connect(cls, url: str | None = None, environ: Mapping[str, str] | None = None) -> Producer:
-        """A producer on ``url`` (else REDIS_URL), with the keys and limits ``environ`` (by
-        default the process environment) configures: KEY_PREFIX, INGRESS_PARTITIONS, ..."""
-        return cls.from_settings(_settings(url, environ), client_name="streamer-producer")
+    _open = staticmethod(connect)
 
     async def publish(self, event: Event) -> str:
         """Append one event; its stream id."""
@@ -209,37 +213,10 @@ class Producer(_Base):
         await self.client.aclose()
 
 
-class SyncProducer(_Base):
+class SyncProducer(_Base[redis.Redis]):
     """Publishes with a synchronous client (from ``streamer.infra.redis.connect_sync``)."""
 
-    def __init__(
-        self,
-        client: redis.Redis,
-        keys: Keys,
-        *,
-        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
-        dedupe_ttl_s: int = 0,
-    ) -> None:
-        super().__init__(keys, max_payload_bytes, dedupe_ttl_s)
-        self.client = client
-
-    @classmethod
-    def from_settings(cls, settings: ProducerSettings, *, client_name: str) -> SyncProducer:
-        client = connect_sync(settings.redis.url, client_name=client_name)
-        keys = Keys.from_settings(settings.redis)
-        return cls(
-            client,
-            keys,
-            max_payload_bytes=settings.max_payload_bytes,
-            dedupe_ttl_s=settings.dedupe_ttl_s,
-        )
-
-    @classmethod
-    def connect(
-        cls, url: str | None = None, environ: Mapping[str, str] | None = None
-    ) -> SyncProducer:
-        """See ``Producer.connect``."""
-        return cls.from_settings(_settings(url, environ), client_name="streamer-producer")
+    _open = staticmethod(connect_sync)
 
     def publish(self, event: Event) -> str:
         (published,) = self.append([self.prepare(event)])
